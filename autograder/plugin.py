@@ -1,0 +1,224 @@
+"""The pytest plugin: one pytest item per check and case, graded in a worker.
+
+Load it with ``pytest -p autograder.plugin <path to autograder/checks>``; the
+``dsgrade`` command does exactly that. Every check becomes an item named by its
+id (``ep05.scaled_dot_product_attention::random_b2_t5_d8``) and marked with its
+episode (``-m ep05``) and ``public``/``hidden``, so ``-k``, ``-x``, ``-m`` and
+``--junitxml`` work as usual. The plugin keeps a :class:`~autograder.grading.CheckRecord`
+per item; the score and the reports are built from those records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from . import registry, targets
+from .grading import CheckRecord, evaluate, record_for
+from .reference import FixtureReference, LiveReference, ReferenceFailure
+from .worker import Worker, WorkerError
+
+DEFAULT_SEED = 1234
+DEFAULT_TIMEOUT = 5.0
+_GRADER = pytest.StashKey["Grader"]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("dsgrade", "DeepSeek-from-scratch autograder")
+    group.addoption("--dsgrade-target", default="exercises",
+                    help="exercises (default), solutions, or a folder of epNN_*.py files")
+    group.addoption("--dsgrade-seed", type=int, default=DEFAULT_SEED, help="seed of all check inputs")
+    group.addoption("--dsgrade-timeout", type=float, default=DEFAULT_TIMEOUT,
+                    help="seconds each check may take (default %(default)s)")
+    group.addoption("--dsgrade-select", action="append", default=[],
+                    help="grade only this episode (ep05) or exercise (ep05.scaled_dot_product_attention)")
+    group.addoption("--dsgrade-fixtures", default=None,
+                    help="read expected outputs from this fixtures file instead of solutions/")
+    group.addoption("--dsgrade-json", default=None, help="write the dsgrade/1 JSON report here")
+
+
+def pytest_configure(config):
+    for ep_id in registry.episode_ids():
+        config.addinivalue_line("markers", f"{ep_id}: checks of episode {ep_id}")
+    config.addinivalue_line("markers", "public: checks whose details students see")
+    config.addinivalue_line("markers", "hidden: checks that show pass/fail and hints only")
+    grader = Grader.from_config(config)
+    config.stash[_GRADER] = grader
+    grader.worker.start()  # importing torch in the worker overlaps with collection here
+
+
+def grader_of(config) -> "Grader":
+    """The :class:`Grader` of a pytest session that loaded this plugin."""
+    return config.stash[_GRADER]
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.parent == registry.CHECKS_DIR and registry._EPISODE_FILE.match(file_path.name):
+        return EpisodeFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    order = {ep_id: i for i, ep_id in enumerate(registry.episode_ids())}
+    items.sort(key=lambda it: order.get(getattr(it, "check", None) and it.check.exercise.episode.id, -1))
+    selectors = config.getoption("--dsgrade-select")
+    if selectors:
+        keep = [it for it in items if isinstance(it, CheckItem) and it.selected_by(selectors)]
+        dropped = [it for it in items if it not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    grader_of(config).selected = [(it.check, it.case) for it in items if isinstance(it, CheckItem)]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    grader = grader_of(session.config)
+    grader.worker.stop()
+    path = session.config.getoption("--dsgrade-json")
+    if path:
+        from .report import build_report
+
+        Path(path).write_text(build_report(grader).to_json_text())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from .report import build_report
+
+    report = build_report(grader_of(config))
+    terminalreporter.write_sep("=", f"dsgrade score {report.score:g}/{report.max_score:g} (seed {report.seed})")
+
+
+class EpisodeFile(pytest.File):
+    """The checks module of one episode."""
+
+    def collect(self):
+        episode = registry.load_episode(self.path.stem)
+        for ex in episode.exercises:
+            for check in ex.checks:
+                for c in check.cases:
+                    yield CheckItem.from_parent(self, name=check.item_id(c), check=check, case=c)
+
+
+class CheckFailed(Exception):
+    """Raised by an item whose check did not pass; carries the record."""
+
+    def __init__(self, record: CheckRecord):
+        super().__init__(record.message)
+        self.record = record
+
+
+class CheckItem(pytest.Item):
+    def __init__(self, *, check, case, **kwargs):
+        super().__init__(**kwargs)
+        self.check, self.case = check, case
+        self.add_marker(check.exercise.episode.id)
+        self.add_marker("hidden" if check.hidden else "public")
+
+    def selected_by(self, selectors: list[str]) -> bool:
+        ids = (self.check.exercise.episode.id, self.check.exercise.id, self.name)
+        return any(s in ids for s in selectors)
+
+    def runtest(self):
+        record = grader_of(self.config).grade(self.check, self.case)
+        if not record.passed:
+            raise CheckFailed(record)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CheckFailed):
+            r = excinfo.value.record
+            text = f"[{r.status}] {r.description}\n{r.message}"
+            return text + (f"\nhint: {r.hint}" if r.hint else "")
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+class Grader:
+    """Grades checks against one target; keeps a record per check.
+
+    Args:
+        target: The ``--target`` value as given.
+        target_dir: Its folder.
+        seed: Session seed (each check's inputs use ``item_seed(seed, id)``).
+        timeout: Seconds per check.
+        reference: Where expected outputs come from.
+    """
+
+    def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference):
+        self.target, self.target_dir = target, target_dir
+        self.seed, self.timeout, self.reference = seed, timeout, reference
+        self.worker = Worker(target_dir, allow_solutions=target_dir == targets.SOLUTIONS_DIR)
+        self.records: dict[str, CheckRecord] = {}
+        self.selected: list = []
+        self.internal_errors: list[str] = []
+        self._imports: dict[str, dict | None] = {}
+
+    @classmethod
+    def from_config(cls, config) -> "Grader":
+        target = config.getoption("--dsgrade-target")
+        try:
+            target_dir = targets.resolve(target)
+        except targets.TargetError as e:
+            raise pytest.UsageError(str(e)) from None
+        fixtures = config.getoption("--dsgrade-fixtures")
+        reference = FixtureReference(Path(fixtures)) if fixtures else LiveReference()
+        return cls(target, target_dir, config.getoption("--dsgrade-seed"),
+                   config.getoption("--dsgrade-timeout"), reference)
+
+    def grade(self, check, c) -> CheckRecord:
+        """Runs one check on the target and records the outcome."""
+        seed = registry.item_seed(self.seed, check.item_id(c))
+        try:
+            answer = self._import_failure(check)
+            if answer is None:
+                answer = self._probe(check, c, seed)
+            record = evaluate(check, c, seed, answer, self.reference)
+        except ReferenceFailure as e:
+            self.internal_errors.append(str(e))
+            record = record_for(check, c, "error", f"internal error of the grader: {e}")
+        self.records[record.id] = record
+        return record
+
+    def _probe(self, check, c, seed) -> dict:
+        episode = check.exercise.episode
+        request = {"op": "probe", "episode": episode.id, "module": episode.module,
+                   "exercise": check.exercise.id, "item": check.item_id(c), "seed": seed,
+                   "given": self.reference.given(check, c, seed)}
+        problem = []
+
+        def compute_reference():  # on the grader's core while the worker runs the target
+            try:
+                self.reference.expected(check, c, seed)
+            except ReferenceFailure as e:
+                problem.append(e)
+
+        try:
+            answer = self.worker.request(request, self.timeout, meanwhile=compute_reference)
+        except WorkerError as e:
+            answer = {"status": e.kind, "message": self._explain(e, "")}
+        if problem:
+            raise problem[0]
+        return answer
+
+    def _import_failure(self, check) -> dict | None:
+        """None if the check's episode module imports; else the answer every check of it gets."""
+        episode = check.exercise.episode
+        if episode.id not in self._imports:
+            request = {"op": "import", "episode": episode.id, "module": episode.module}
+            try:
+                answer = self.worker.request(request, self.timeout)
+            except WorkerError as e:
+                answer = {"status": e.kind, "message": self._explain(e, " (code at the top level of the file?)")}
+            if answer["status"] != "ok":
+                answer = dict(answer, message=f"importing {episode.module}.py failed: {answer['message']}")
+                if answer["status"] == "not_implemented":  # a stub called at import time
+                    answer["status"] = "error"
+            self._imports[episode.id] = None if answer["status"] == "ok" else answer
+        return self._imports[episode.id]
+
+    def _explain(self, e: WorkerError, where: str) -> str:
+        if e.kind == "timeout":
+            return f"timed out after {self.timeout:g} s{where} — an infinite loop, or a very slow implementation?"
+        return str(e)

@@ -1,0 +1,137 @@
+"""Where expected outputs come from.
+
+:class:`LiveReference` runs each probe on ``solutions/`` in the grader's own
+process (trusted code), and runs the misconception variants the same way.
+:class:`FixtureReference` reads the same results from a file recorded with
+``dsgrade fixtures`` (for a student release that ships without ``solutions/``).
+Checks never know which one is in use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .values import decode, encode
+
+
+class ReferenceFailure(Exception):
+    """The reference itself failed: a bug in the course, not in the student's code."""
+
+
+class LiveReference:
+    """Expected outputs computed from ``solutions/`` (cached per check and seed)."""
+
+    name = "solutions"
+
+    def __init__(self):
+        self._cache: dict[tuple, object] = {}
+
+    def _module(self, episode):
+        return importlib.import_module(f"solutions.{episode.module}")
+
+    def given(self, check, c, seed: int):
+        """What the check's ``setup`` computes on the reference (None for most checks)."""
+        key = (check.item_id(c), seed, "$given")
+        if key not in self._cache:
+            from .probing import run_setup
+
+            self._cache[key] = self._run(run_setup, check, c, self._module(check.exercise.episode), seed)
+        return self._cache[key]
+
+    def expected(self, check, c, seed: int):
+        """The reference's plain result for one check, case and seed."""
+        key = (check.item_id(c), seed, None)
+        if key not in self._cache:
+            from .probing import run_probe
+
+            given = self.given(check, c, seed)
+            self._cache[key] = self._run(run_probe, check, c, self._module(check.exercise.episode), seed, given)
+        return self._cache[key]
+
+    def misconception(self, misconception, check, c, seed: int):
+        """The plain result of one misconception variant on the same inputs."""
+        key = (check.item_id(c), seed, misconception.name)
+        if key not in self._cache:
+            from .probing import run_probe, variant
+
+            module = self._module(check.exercise.episode)
+            impl = variant(module, check.exercise.name, misconception.build(module))
+            try:
+                self._cache[key] = run_probe(check, c, impl, seed, self.given(check, c, seed))
+            except Exception:  # a variant that crashes on this case simply matches nothing
+                self._cache[key] = _CRASHED
+        return self._cache[key]
+
+    @staticmethod
+    def _run(fn, check, c, *args):
+        try:
+            return fn(check, c, *args)
+        except Exception as e:
+            raise ReferenceFailure(f"the reference failed on {check.item_id(c)}: {type(e).__name__}: {e}") from e
+
+
+class _Crashed:
+    """Marks a misconception variant that raised on a case."""
+
+
+_CRASHED = _Crashed()
+
+
+class FixtureReference:
+    """Expected outputs read from a fixtures file (one seed, recorded from ``solutions/``)."""
+
+    name = "fixtures"
+
+    def __init__(self, path: Path):
+        body = Path(path).read_bytes()
+        data = decode(body)
+        self.seed = data["seed"]
+        self._entries = data["items"]
+
+    def _entry(self, check, c, seed):
+        entry = self._entries.get(check.item_id(c))
+        if entry is None:
+            raise ReferenceFailure(f"no fixture for {check.item_id(c)}; record the fixtures again")
+        if entry["seed"] != seed:
+            raise ReferenceFailure(f"the fixtures were recorded with --seed {self.seed}; grade with that seed")
+        return entry
+
+    def given(self, check, c, seed: int):
+        return self._entry(check, c, seed).get("given")
+
+    def expected(self, check, c, seed: int):
+        return self._entry(check, c, seed)["expected"]
+
+    def misconception(self, misconception, check, c, seed: int):
+        return self._entry(check, c, seed)["misconceptions"].get(misconception.name, _CRASHED)
+
+
+def record_fixtures(episodes, seed: int, path: Path) -> int:
+    """Runs every check (and misconception) on ``solutions/`` and writes the results.
+
+    Returns:
+        int: The number of checks recorded.
+    """
+    from .registry import item_seed
+
+    live = LiveReference()
+    items = {}
+    for ep in episodes:
+        for ex in ep.exercises:
+            for check in ex.checks:
+                for c in check.cases:
+                    s = item_seed(seed, check.item_id(c))
+                    mis = {}
+                    for m in ex.misconceptions:
+                        out = live.misconception(m, check, c, s)
+                        if out is not _CRASHED:
+                            mis[m.name] = out
+                    items[check.item_id(c)] = {"seed": s, "given": live.given(check, c, s),
+                                               "expected": live.expected(check, c, s), "misconceptions": mis}
+    Path(path).write_bytes(encode({"seed": seed, "items": items}))
+    return len(items)
+
+
+def is_crashed(result) -> bool:
+    return result is _CRASHED

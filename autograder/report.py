@@ -1,0 +1,252 @@
+"""Scores and reports: the JSON contract (``dsgrade/1``) and the terminal table.
+
+:func:`build_report` turns the plugin's check records into a :class:`Report`
+with exercise and episode totals; statuses follow DESIGN.md's grading rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .grading import CheckRecord, record_for
+
+SCHEMA = "dsgrade/1"
+_STYLE = {"passed": "green", "partial": "yellow", "failed": "red", "not_implemented": "blue",
+          "error": "bold red", "timeout": "magenta"}
+_SYMBOL = {"passed": "✓", "partial": "◐", "failed": "✗", "not_implemented": "○", "error": "!", "timeout": "⏱"}
+
+
+def overall_status(statuses: list[str], score: float, max_score: float) -> str:
+    """Status of an exercise (from its checks) or an episode (from its exercises)."""
+    if statuses and all(s == "passed" for s in statuses):
+        return "passed"
+    if score > 0:
+        return "partial"
+    for status in ("not_implemented", "timeout", "error"):
+        if statuses and all(s == status for s in statuses):
+            return status
+    for status in ("timeout", "error"):
+        if status in statuses:
+            return status
+    return "not_implemented" if "not_implemented" in statuses else "failed"
+
+
+@dataclass
+class ExerciseResult:
+    id: str
+    episode: str
+    checks: list[CheckRecord]
+
+    @property
+    def score(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_points for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        return overall_status([c.status for c in self.checks], self.score, self.max_score)
+
+
+@dataclass
+class EpisodeResult:
+    id: str
+    title: str
+    video: str
+    module: str
+    exercises: list[ExerciseResult] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return sum(e.score for e in self.exercises)
+
+    @property
+    def max_score(self) -> float:
+        return sum(e.max_score for e in self.exercises)
+
+    @property
+    def status(self) -> str:
+        return overall_status([e.status for e in self.exercises], self.score, self.max_score)
+
+
+@dataclass
+class Report:
+    target: str
+    target_dir: Path
+    seed: int
+    episodes: list[EpisodeResult]
+    internal_errors: list[str] = field(default_factory=list)
+
+    @property
+    def exercises(self) -> list[ExerciseResult]:
+        return [ex for ep in self.episodes for ex in ep.exercises]
+
+    @property
+    def score(self) -> float:
+        return sum(e.score for e in self.episodes)
+
+    @property
+    def max_score(self) -> float:
+        return sum(e.max_score for e in self.episodes)
+
+    def to_json(self) -> dict:
+        """The ``dsgrade/1`` report (DESIGN.md); fields beyond the contract are additions only."""
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "target_path": str(self.target_dir),
+            "seed": self.seed,
+            "score": self.score,
+            "max_score": self.max_score,
+            "episodes": [{"id": ep.id, "title": ep.title, "video": ep.video, "score": ep.score,
+                          "max_score": ep.max_score, "status": ep.status} for ep in self.episodes],
+            "exercises": [{"id": ex.id, "episode": ex.episode, "score": ex.score, "max_score": ex.max_score,
+                           "status": ex.status, "checks": [_check_json(c) for c in ex.checks]}
+                          for ex in self.exercises],
+        }
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _check_json(c: CheckRecord) -> dict:
+    return {"id": c.id, "hidden": c.hidden, "passed": c.passed, "points": c.points,
+            "max_points": c.max_points, "status": c.status, "description": c.description,
+            "message": c.message, "hint": c.hint}
+
+
+def build_report(grader) -> Report:
+    """Builds the report from a :class:`~autograder.plugin.Grader`'s records.
+
+    Checks that were selected but never ran (``-x`` stopped the session) count
+    as failed with 0 points, so the report always covers the whole selection.
+    """
+    episodes: dict[str, EpisodeResult] = {}
+    exercises: dict[str, ExerciseResult] = {}
+    for check, c in grader.selected:
+        ex, ep = check.exercise, check.exercise.episode
+        if ep.id not in episodes:
+            episodes[ep.id] = EpisodeResult(ep.id, ep.title, ep.video, ep.module)
+        if ex.id not in exercises:
+            exercises[ex.id] = ExerciseResult(ex.id, ep.id, [])
+            episodes[ep.id].exercises.append(exercises[ex.id])
+        record = grader.records.get(check.item_id(c)) or record_for(
+            check, c, "failed", "not graded: the session stopped before this check (-x or an interruption)")
+        exercises[ex.id].checks.append(record)
+    return Report(grader.target, grader.target_dir, grader.seed, list(episodes.values()),
+                  list(grader.internal_errors))
+
+
+# --- terminal ------------------------------------------------------------------------------
+
+
+def stub_location(target_dir: Path, module: str, exercise_id: str) -> str:
+    """``exercises/ep05_self_attention.py:42``: where the exercise's stub (or definition) is."""
+    path = Path(target_dir) / f"{module}.py"
+    name = exercise_id.split(".", 1)[1]
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return _display_path(path)
+    patterns = [f'NotImplementedError("{exercise_id}")', rf"^(def|class)\s+{re.escape(name)}\b"]
+    for pattern in patterns:
+        for i, line in enumerate(lines, 1):
+            if (pattern in line) if pattern.startswith("Not") else re.match(pattern, line):
+                return f"{_display_path(path)}:{i}"
+    return _display_path(path)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def render(report: Report, console, verbose: bool = False, max_checks: int = 3) -> None:
+    """Prints the score table, then what went wrong per check, then a summary line.
+
+    Args:
+        report: The report.
+        console: A ``rich.console.Console`` (it decides about colour: only on a TTY).
+        verbose: Also list passing checks, and every failing check.
+        max_checks: Failing checks shown per exercise when not verbose.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"dsgrade — target {report.target} ({_display_path(report.target_dir)}), seed {report.seed}",
+                  title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("episode")
+    table.add_column("title", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("status")
+    for ep in report.episodes:
+        style = _STYLE[ep.status]
+        table.add_row(ep.id, ep.title, f"{ep.score:g}/{ep.max_score:g}",
+                      f"[{style}]{_SYMBOL[ep.status]} {ep.status.replace('_', ' ')}[/]")
+    console.print(table)
+
+    for ep in report.episodes:
+        for ex in ep.exercises:
+            if ex.status == "passed" and not verbose:
+                continue
+            _render_exercise(console, escape, report, ep, ex, verbose, max_checks)
+
+    for err in report.internal_errors:
+        console.print(f"[bold red]grader error:[/] {escape(err)}")
+    console.print()
+    console.print(summary_line(report))
+    nxt = next_step(report)
+    if nxt:
+        console.print(nxt)
+
+
+def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> None:
+    style = _STYLE[ex.status]
+    where = stub_location(report.target_dir, ep.module, ex.id)
+    head = f"[{style}]{_SYMBOL[ex.status]} {ex.id}[/] {ex.score:g}/{ex.max_score:g} {ex.status.replace('_', ' ')}"
+    console.print()
+    console.print(f"{head}  [dim]{escape(where)}[/]")
+    failing = [c for c in ex.checks if not c.passed]
+    messages = {c.message for c in failing}
+    if ex.status in ("not_implemented", "error", "timeout") and len(messages) == 1 and not verbose:
+        console.print(f"    {escape(failing[0].message)}")  # one cause for all its checks
+        return
+    shown = ex.checks if verbose else failing[:max_checks]
+    for c in shown:
+        tag = "hidden" if c.hidden else "public"
+        cstyle = "green" if c.passed else _STYLE.get(c.status, "red")
+        console.print(f"  [{cstyle}]{_SYMBOL.get(c.status, '✗')}[/] {escape(c.id.split('::', 1)[1])} "
+                      f"[dim]({tag}) {escape(c.description)}[/]")
+        for line in c.message.splitlines():
+            console.print(f"      {escape(line)}")
+        if c.hint:
+            for i, line in enumerate(c.hint.splitlines()):
+                console.print(f"      [yellow]{'hint: ' if i == 0 else '      '}{escape(line)}[/]")
+    if len(failing) > len(shown) and not verbose:
+        console.print(f"  [dim]… {len(failing) - len(shown)} more failing checks (dsgrade {ex.id} -v)[/]")
+
+
+def summary_line(report: Report) -> str:
+    n = len(report.exercises)
+    passed = sum(1 for ex in report.exercises if ex.status == "passed")
+    pct = 100 * report.score / report.max_score if report.max_score else 0.0
+    return (f"[bold]score {report.score:g}/{report.max_score:g} ({pct:.0f}%)[/] — "
+            f"{passed} of {n} exercises passed, {len(report.episodes)} episodes graded")
+
+
+def next_step(report: Report) -> str:
+    """Where to go next: the first exercise that does not pass yet."""
+    for ep in report.episodes:
+        for ex in ep.exercises:
+            if ex.status != "passed":
+                where = stub_location(report.target_dir, ep.module, ex.id)
+                verb = "Start with" if ex.status == "not_implemented" else "Next, fix"
+                return f"{verb} {ex.id} in {where}  (then run: dsgrade {ep.id})"
+    return ""

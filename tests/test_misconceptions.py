@@ -1,0 +1,47 @@
+"""Every misconception variant loses points on its exercise, and its hint is shown.
+
+This is the proof that no check is vacuous: for each named buggy variant the
+exercise's checks are run in-process on the reference with that one part
+replaced, and at least one check must fail and name the mistake.
+"""
+
+import pytest
+
+from autograder import registry
+from autograder.grading import grade_locally
+from autograder.probing import variant
+from autograder.reference import LiveReference
+
+SEED = 1234
+REFERENCE = LiveReference()
+MISCONCEPTIONS = [m for ep in registry.all_episodes() for ex in ep.exercises for m in ex.misconceptions]
+
+
+def _module(episode):
+    import importlib
+
+    return importlib.import_module(f"solutions.{episode.module}")
+
+
+@pytest.mark.parametrize("m", MISCONCEPTIONS, ids=lambda m: f"{m.exercise.id}:{m.name}")
+def test_misconception_loses_points_and_gets_its_hint(m):
+    module = _module(m.exercise.episode)
+    impl = variant(module, m.exercise.name, m.build(module))
+    records = grade_locally(m.exercise, impl, REFERENCE, SEED)
+    failed = [r for r in records if not r.passed]
+    assert failed, f"{m.exercise.id}: misconception {m.name!r} passes every check"
+    assert sum(r.points for r in records) < m.exercise.max_score
+    assert any(m.hint in r.hint for r in failed), f"{m.name}: its hint is never shown"
+
+
+@pytest.mark.parametrize("exercise", [ex for ep in registry.all_episodes() for ex in ep.exercises],
+                         ids=lambda ex: ex.id)
+def test_reference_passes_in_process_and_has_checks(exercise):
+    records = grade_locally(exercise, _module(exercise.episode), REFERENCE, SEED)
+    assert records and all(r.passed for r in records), [r.message for r in records if not r.passed]
+    assert any(c.hidden for c in exercise.checks) and any(not c.hidden for c in exercise.checks)
+
+
+def test_exercises_with_realistic_mistakes_have_two_misconceptions():
+    few = [ex.id for ep in registry.all_episodes() for ex in ep.exercises if len(ex.misconceptions) < 2]
+    assert not few, f"exercises with fewer than two misconceptions: {few}"
