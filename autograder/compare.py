@@ -191,7 +191,8 @@ def _diagnose_array(path, exp: Array, got: Array, tol, hidden) -> list[str]:
     both = e_fin & g_fin
     if not both.any():
         return lines
-    err = np.where(both, np.abs(g - e), 0.0)
+    err = np.zeros(e.shape)
+    err[both] = np.abs(g[both] - e[both])
     allowed = t.atol + t.rtol * np.abs(e)
     bad = both & (err > allowed)
     if not bad.any():

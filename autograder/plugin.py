@@ -197,7 +197,7 @@ class Grader:
         try:
             answer = self.worker.request(request, self.timeout, meanwhile=compute_reference)
         except WorkerError as e:
-            answer = {"status": e.kind, "message": self._explain(e, "")}
+            answer = {"status": e.kind, "message": self._explain(e, "an infinite loop, or a very slow implementation?")}
         if problem:
             raise problem[0]
         return answer
@@ -210,7 +210,7 @@ class Grader:
             try:
                 answer = self.worker.request(request, self.timeout)
             except WorkerError as e:
-                answer = {"status": e.kind, "message": self._explain(e, " (code at the top level of the file?)")}
+                answer = {"status": e.kind, "message": self._explain(e, "code at the top level of the file that never ends?")}
             if answer["status"] != "ok":
                 answer = dict(answer, message=f"importing {episode.module}.py failed: {answer['message']}")
                 if answer["status"] == "not_implemented":  # a stub called at import time
@@ -218,7 +218,7 @@ class Grader:
             self._imports[episode.id] = None if answer["status"] == "ok" else answer
         return self._imports[episode.id]
 
-    def _explain(self, e: WorkerError, where: str) -> str:
+    def _explain(self, e: WorkerError, likely: str) -> str:
         if e.kind == "timeout":
-            return f"timed out after {self.timeout:g} s{where} — an infinite loop, or a very slow implementation?"
+            return f"timed out after {self.timeout:g} s — {likely}"
         return str(e)

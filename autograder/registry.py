@@ -56,12 +56,16 @@ def case(name: str | None = None, **params) -> Case:
         'b2_t5_d8'
         >>> case(t=1, dtype="float64").name
         't1_float64'
+        >>> case(lead=[2, 3], masked=True).name
+        'lead2x3_masked'
     """
     if name is None:
         parts = []
         for k, v in params.items():
             if isinstance(v, bool):
                 parts.append(k if v else f"no_{k}")
+            elif isinstance(v, (list, tuple)):
+                parts.append(f"{k}{'x'.join(map(str, v))}" if v else f"no_{k}")
             elif isinstance(v, str):
                 parts.append(v)
             else:

@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.padding import Padding
+from rich.text import Text
+
 from .grading import CheckRecord, record_for
 
 SCHEMA = "dsgrade/1"
@@ -193,6 +196,13 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
     console.print(table)
 
     for ep in report.episodes:
+        cause = _single_cause(ep)
+        if cause and not verbose:  # e.g. the module does not import: say it once
+            console.print()
+            console.print(f"[{_STYLE[ep.status]}]{_SYMBOL[ep.status]} {ep.id}[/] 0/{ep.max_score:g} "
+                          f"{ep.status}  [dim]{escape(_display_path(Path(report.target_dir) / (ep.module + '.py')))}[/]")
+            console.print(f"    {escape(cause)}")
+            continue
         for ex in ep.exercises:
             if ex.status == "passed" and not verbose:
                 continue
@@ -205,6 +215,15 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
     nxt = next_step(report)
     if nxt:
         console.print(nxt)
+
+
+def _single_cause(ep: EpisodeResult) -> str:
+    """The one error message every check of an episode got (an import failure), else ''."""
+    checks = [c for ex in ep.exercises for c in ex.checks]
+    messages = {c.message for c in checks}
+    if ep.status in ("error", "timeout") and len(messages) == 1 and not any(c.passed for c in checks):
+        return messages.pop()
+    return ""
 
 
 def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> None:
@@ -225,12 +244,12 @@ def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> No
         console.print(f"  [{cstyle}]{_SYMBOL.get(c.status, '✗')}[/] {escape(c.id.split('::', 1)[1])} "
                       f"[dim]({tag}) {escape(c.description)}[/]")
         for line in c.message.splitlines():
-            console.print(f"      {escape(line)}")
-        if c.hint:
-            for i, line in enumerate(c.hint.splitlines()):
-                console.print(f"      [yellow]{'hint: ' if i == 0 else '      '}{escape(line)}[/]")
+            console.print(Padding(line, (0, 0, 0, 6), expand=False))
     if len(failing) > len(shown) and not verbose:
         console.print(f"  [dim]… {len(failing) - len(shown)} more failing checks (dsgrade {ex.id} -v)[/]")
+    hints = list(dict.fromkeys(h for c in failing for h in c.hint.splitlines() if h))  # each once
+    for hint in hints:
+        console.print(Padding(Text.assemble(("hint: ", "bold yellow"), (hint, "yellow")), (0, 0, 0, 4), expand=False))
 
 
 def summary_line(report: Report) -> str:
