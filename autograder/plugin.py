@@ -54,9 +54,12 @@ def grader_of(config) -> "Grader":
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if file_path.parent == registry.CHECKS_DIR and registry._EPISODE_FILE.match(file_path.name):
-        return EpisodeFile.from_parent(parent, path=file_path)
-    return None
+    if file_path.parent != registry.CHECKS_DIR or not registry.EPISODE_FILE.match(file_path.name):
+        return None
+    selectors = parent.config.getoption("--dsgrade-select")
+    if selectors and not any(s.split(".")[0] == file_path.stem for s in selectors):
+        return None  # an episode nobody asked for: do not even import its checks
+    return EpisodeFile.from_parent(parent, path=file_path)
 
 
 def pytest_collection_modifyitems(session, config, items):

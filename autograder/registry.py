@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 CHECKS_DIR = Path(__file__).parent / "checks"
-_EPISODE_FILE = re.compile(r"^(ep\d\d|capstone)\.py$")
+EPISODE_FILE = re.compile(r"^(ep\d\d|capstone)\.py$")
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class Episode:
 
 def episode_ids() -> list[str]:
     """Ids of all episodes with a checks module, in course order (capstone last)."""
-    ids = [m.group(1) for p in CHECKS_DIR.iterdir() if (m := _EPISODE_FILE.match(p.name))]
+    ids = [m.group(1) for p in CHECKS_DIR.iterdir() if (m := EPISODE_FILE.match(p.name))]
     return sorted(ids, key=lambda i: (i == "capstone", i))
 
 
