@@ -65,10 +65,23 @@ def evaluate(check, c, seed: int, answer: dict, reference) -> CheckRecord:
     if answer["status"] != "ok":
         return record_for(check, c, answer["status"], answer.get("message", ""))
     got = answer["result"]
-    problems = diagnose(reference.expected(check, c, seed), got, check.tolerances, hidden=check.hidden)
+    expected = reference.expected(check, c, seed)
+    problems = diagnose(expected, got, check.tolerances, hidden=check.hidden)
     if not problems:
         return record_for(check, c, "passed", points=check.points)
+    if check.stages:
+        problems.insert(0, _first_differing_stage(expected, got, check.tolerances))
     return record_for(check, c, "failed", "\n".join(problems), _hint(check, c, seed, got, reference))
+
+
+def _first_differing_stage(expected: dict, got, tolerances) -> str:
+    """Names the first stage (in pipeline order) whose output differs from the reference's."""
+    stages = list(expected)
+    for i, stage in enumerate(stages):
+        if not isinstance(got, dict) or stage not in got or diagnose(expected[stage], got[stage], tolerances):
+            before = "the stages before it match" if i else "it is the first stage"
+            return f"first differing stage: {stage} ({before})"
+    return "every stage matches on its own; the way they are put together differs"
 
 
 def _hint(check, c, seed, got, reference) -> str:

@@ -86,6 +86,7 @@ class Check:
     hidden: bool = False
     tolerances: dict = field(default_factory=dict)
     setup: Callable | None = None
+    stages: bool = False
 
     @property
     def description(self) -> str:
@@ -139,7 +140,7 @@ class Exercise:
         return sum(c.points * len(c.cases) for c in self.checks)
 
     def check(self, *cases: Case, points: float = 1.0, hidden: bool = False,
-              tolerances: dict | None = None, setup: Callable | None = None) -> Callable:
+              tolerances: dict | None = None, setup: Callable | None = None, stages: bool = False) -> Callable:
         """Decorator registering ``probe(impl, case, gen)`` as a check over ``cases``.
 
         Args:
@@ -151,13 +152,15 @@ class Exercise:
                 *reference* only; its result is handed to the probe, which is then
                 called as ``probe(impl, case, gen, given)``. Use it to feed a part
                 the reference's own intermediate values (teacher forcing).
+            stages: The probe returns ``{stage: output}`` in pipeline order; a
+                failure then starts by naming the first stage that differs.
         """
         def register(probe: Callable) -> Callable:
             names = [c.name for c in cases]
             if len(set(names)) != len(names) or not cases:
                 raise ValueError(f"{self.id}::{probe.__name__}: cases must be given and named uniquely")
             self.checks.append(Check(self, probe.__name__, probe, list(cases), points, hidden,
-                                     dict(tolerances or {}), setup))
+                                     dict(tolerances or {}), setup, stages))
             return probe
         return register
 
