@@ -17,7 +17,8 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     Subtracting the maximum before exponentiating leaves the result unchanged
     (the factor ``e^{-max}`` cancels) and keeps ``exp`` from overflowing, so
     ``softmax(x + 1000)`` equals ``softmax(x)``. Entries equal to ``-inf`` get
-    weight 0.
+    weight 0 (a row that is entirely ``-inf`` gives NaN, as ``torch.softmax`` does).
+    Computed in the dtype of ``x``.
 
     Args:
         x (torch.Tensor): Any shape, float.
@@ -40,13 +41,17 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Root-mean-square normalisation, computed in float32 and cast back.
 
-    ``y = x / sqrt(mean(x², last axis) + eps) * weight``. DeepSeek computes the
-    statistics in float32 even for bfloat16 activations, then returns the input dtype.
+    ``y = x / sqrt(mean(x², last axis) + eps) * weight``. As DeepSeek-V3 does,
+    a bfloat16/float16 input is upcast to float32, normalised *and multiplied by
+    the weight* in float32, and only then cast back to the input dtype (casting
+    before the weight multiply rounds twice). Wider inputs keep their precision:
+    float32 stays float32 and float64 stays float64 (upcast to at least float32,
+    never down).
 
     Args:
         x (torch.Tensor): ``(..., dim)``, any float dtype.
-        weight (torch.Tensor): ``(dim,)`` scale.
-        eps (float): Added to the mean square for stability. Defaults to 1e-6.
+        weight (torch.Tensor): ``(dim,)`` scale, any float dtype.
+        eps (float): Added to the mean square (inside the square root). Defaults to 1e-6.
 
     Returns:
         torch.Tensor: ``(..., dim)`` in the dtype of ``x``.
@@ -56,9 +61,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
         tensor([[0.8485, 1.1314]])
     """
     ### BEGIN SOLUTION
-    x32 = x.float()
-    y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
-    return (y * weight.float()).to(x.dtype)
+    wide = torch.promote_types(x.dtype, torch.float32)  # bfloat16 -> float32; float64 stays float64
+    xw = x.to(wide)
+    y = xw * torch.rsqrt(xw.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (y * weight.to(wide)).to(x.dtype)
     ### END SOLUTION
 
 
