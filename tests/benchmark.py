@@ -3,7 +3,8 @@
 Prints the wall time of ``python -c "import torch"`` (the floor every grading
 run pays), of ``dsgrade ep05 --target solutions`` (what a student waits for
 after editing one episode) and of grading everything, each the best of
-``--repeat`` runs, with the ratios the project aims for (ep05 ≤ 2×, all ≤ 8×).
+``--repeat`` runs, with the ratios the project aims for (ep05 ≤ 2×, all ≤ 8×);
+then the time of greedy decoding with and without episode 9's KV cache.
 """
 
 from __future__ import annotations
@@ -40,11 +41,49 @@ def grader_timings(repeat: int) -> None:
         print(f"{label:<40} {seconds:6.2f} s  {note}")
 
 
+def kv_cache_decoding(new_tokens: int = 256, window: int = 32) -> None:
+    """Greedy decoding of ``new_tokens`` with episode 9's TinyLM, without and with the KV cache.
+
+    Without the cache every step runs the model on the whole sequence, so a step
+    gets slower as the text grows (the total is quadratic in its length). With it
+    a step feeds one token, so the time per token stays about flat and the total
+    grows linearly. Prints the total and the median time per token over the first
+    and the last ``window`` steps (the first step, the prompt, left out), on one thread.
+    """
+    import statistics
+
+    import torch
+
+    from solutions.ep09_kv_cache import KVCache, TinyLM, generate_greedy, make_step_fn
+
+    torch.set_num_threads(1)  # steadier figures on a shared machine
+    torch.manual_seed(0)
+    prompt = torch.randint(1000, (1, 16))
+    model = TinyLM(vocab_size=1000, d_model=256, context_length=16 + new_tokens, num_heads=8).eval()
+    tokens = {}
+    for label, cache in (("without cache", None), ("with cache", KVCache())):
+        step, times = make_step_fn(model, cache), []
+
+        def timed_step(ids, step=step, times=times):
+            start = time.perf_counter()
+            logits = step(ids)
+            times.append(time.perf_counter() - start)
+            return logits
+
+        with torch.no_grad():
+            tokens[label] = generate_greedy(timed_step, prompt, new_tokens)
+        early, late = (statistics.median(part) * 1e3 for part in (times[1:window + 1], times[-window:]))
+        print(f"decode {new_tokens} tokens, {label:<14} {sum(times):6.2f} s  per token {early:5.2f} ms "
+              f"(first {window}) -> {late:5.2f} ms (last {window}), x{late / early:.1f}")
+    print(f"same tokens with and without the cache: {torch.equal(*tokens.values())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per command; the best is reported")
     args = parser.parse_args()
     grader_timings(args.repeat)
+    kv_cache_decoding()
 
 
 if __name__ == "__main__":
