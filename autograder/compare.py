@@ -93,6 +93,9 @@ def _walk(path, exp, got, tol, hidden, lines):
         missing = [k for k in exp if k not in got]
         if missing:
             lines.append(f"{path}: missing {', '.join(missing)}")
+        extra = [k for k in got if k not in exp]
+        if extra:
+            lines.append(f"{path}: unexpected {', '.join(extra)}")
         for k in exp:
             if k in got:
                 _walk(f"{path}.{k}" if path != "output" else k, exp[k], got[k], tol, hidden, lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from . import registry, targets
 from .grading import CheckRecord, evaluate, record_for
@@ -153,6 +154,7 @@ class Grader:
         self.target, self.target_dir = target, target_dir
         self.seed, self.timeout, self.reference = seed, timeout, reference
         self.worker = Worker(target_dir, allow_solutions=target_dir == targets.SOLUTIONS_DIR)
+        torch.set_num_threads(1)  # the reference runs tiny probes; leave the other core to the worker
         self.records: dict[str, CheckRecord] = {}
         self.selected: list = []
         self.internal_errors: list[str] = []
