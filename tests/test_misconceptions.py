@@ -3,7 +3,13 @@
 This is the proof that no check is vacuous: for each named buggy variant the
 exercise's checks are run in-process on the reference with that one part
 replaced, and at least one check must fail and name the mistake.
+
+The default seed is the one students grade with. Instructors grade hidden
+checks with other seeds: ``DSGRADE_TEST_SEEDS=1,2,3 pytest tests/test_misconceptions.py``
+repeats every test for those seeds too.
 """
+
+import os
 
 import pytest
 
@@ -12,7 +18,7 @@ from autograder.grading import grade_locally
 from autograder.probing import variant
 from autograder.reference import LiveReference
 
-SEED = 1234
+SEEDS = [1234] + [int(s) for s in os.environ.get("DSGRADE_TEST_SEEDS", "").split(",") if s.strip()]
 REFERENCE = LiveReference()
 MISCONCEPTIONS = [m for ep in registry.all_episodes() for ex in ep.exercises for m in ex.misconceptions]
 
@@ -23,21 +29,23 @@ def _module(episode):
     return importlib.import_module(f"solutions.{episode.module}")
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("m", MISCONCEPTIONS, ids=lambda m: f"{m.exercise.id}:{m.name}")
-def test_misconception_loses_points_and_gets_its_hint(m):
+def test_misconception_loses_points_and_gets_its_hint(m, seed):
     module = _module(m.exercise.episode)
     impl = variant(module, m.exercise.name, m.build(module))
-    records = grade_locally(m.exercise, impl, REFERENCE, SEED)
+    records = grade_locally(m.exercise, impl, REFERENCE, seed)
     failed = [r for r in records if not r.passed]
     assert failed, f"{m.exercise.id}: misconception {m.name!r} passes every check"
     assert sum(r.points for r in records) < m.exercise.max_score
     assert any(m.hint in r.hint for r in failed), f"{m.name}: its hint is never shown"
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("exercise", [ex for ep in registry.all_episodes() for ex in ep.exercises],
                          ids=lambda ex: ex.id)
-def test_reference_passes_in_process_and_has_checks(exercise):
-    records = grade_locally(exercise, _module(exercise.episode), REFERENCE, SEED)
+def test_reference_passes_in_process_and_has_checks(exercise, seed):
+    records = grade_locally(exercise, _module(exercise.episode), REFERENCE, seed)
     assert records and all(r.passed for r in records), [r.message for r in records if not r.passed]
     assert any(c.hidden for c in exercise.checks) and any(not c.hidden for c in exercise.checks)
 
