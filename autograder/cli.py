@@ -4,6 +4,7 @@
     dsgrade list [--target T]
     dsgrade sync [--force] [--check]
     dsgrade fixtures FILE [--seed N]
+    dsgrade notebooks COURSE_DIR [--seed N]
 
 Exit status: 0 every check passed, 1 some failed (the report is complete), 2 the
 grader could not run (bad arguments, target not found, internal error).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from . import registry, targets
 
-COMMANDS = ("grade", "list", "sync", "fixtures")
+COMMANDS = ("grade", "list", "sync", "fixtures", "notebooks")
 INI = Path(__file__).parent / "pytest.ini"
 
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_exercises(target=args.target)
         if command == "sync":
             return sync(force=args.force, check=args.check)
+        if command == "notebooks":
+            return notebooks(course_dir=Path(args.course_dir), seed=args.seed)
         return record(path=Path(args.file), seed=args.seed)
     except targets.TargetError as e:
         print(f"dsgrade: {e}", file=sys.stderr)
@@ -69,6 +72,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "fixtures":
         p.add_argument("file", help="where to write the recorded reference outputs")
         p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    if command == "notebooks":
+        p.add_argument("course_dir", metavar="COURSE_DIR", help="the nbgrader course directory to write")
+        p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help="seed of the hidden checks' inputs (default %(default)s)")
     return p
 
 
@@ -77,6 +84,7 @@ _DESCRIPTIONS = {
     "list": "List episodes and exercises with their points and your last status.",
     "sync": "Maintainers: regenerate exercises/ from solutions/.",
     "fixtures": "Maintainers: record the reference outputs for a release without solutions/.",
+    "notebooks": "Instructors: write an nbgrader course (one notebook per episode) from solutions/.",
 }
 
 
@@ -223,4 +231,17 @@ def record(*, path: Path, seed: int = 1234) -> int:
 
     n = record_fixtures(registry.all_episodes(), seed, path)
     print(f"recorded {n} checks (seed {seed}) in {path}")
+    return 0
+
+
+def notebooks(*, course_dir: Path, seed: int = 1234) -> int:
+    """Writes the nbgrader course (see :mod:`autograder.notebooks`)."""
+    from .notebooks import CONFIG_FILE, build_course
+
+    written = build_course(course_dir, seed)
+    for path in written:
+        print(f"wrote    {path}")
+    if course_dir / CONFIG_FILE not in written:
+        print(f"kept     {course_dir / CONFIG_FILE} (yours: it is written only when missing)")
+    print(f"{len(written)} written; next: cd {course_dir} && nbgrader generate_assignment EPISODE")
     return 0
