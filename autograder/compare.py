@@ -107,7 +107,7 @@ def _walk(path, exp, got, tol, hidden, lines):
     elif exp is None and got is None:
         pass
     else:
-        extra = " (a missing return statement?)" if got is None else ""
+        extra = " (a missing return statement?)" if got is None and path == "output" else ""
         if isinstance(exp, list) and isinstance(got, Array):
             extra = f" (return all {len(exp)} results, as the docstring says)"
         lines.append(f"{path}: expected {_kind(exp)}, got {_kind(got)}{extra}")

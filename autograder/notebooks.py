@@ -190,8 +190,9 @@ def _header(episode, module_doc: str) -> dict:
     except KeyError:
         raise AuthoringError(f"{episode.id}: add its learning goals to autograder/notebook_content.py") from None
     intro = module_doc.split("\n\n", 1)[1].strip() if "\n\n" in module_doc else ""
-    parts = [f"# {number} · {episode.title}", f"Video: [{episode.title}]({episode.video})",
-             "**Learning goals**\n\n" + "\n".join(f"- {g}" for g in goals)]
+    parts = [f"# {number} · {episode.title}"]
+    parts += [f"Video: [{episode.title}]({episode.video})"] if episode.video else []  # the capstone has none
+    parts += ["**Learning goals**\n\n" + "\n".join(f"- {g}" for g in goals)]
     parts += [intro] if intro else []
     parts.append(f"**How this notebook works.** Write your code in each cell that says `YOUR CODE HERE`, then run the "
                  f"check cell below it: it grades your code on the public checks and explains what differs. Hidden "
