@@ -25,6 +25,18 @@ COMMANDS = ("grade", "list", "sync", "fixtures", "notebooks")
 INI = Path(__file__).parent / "pytest.ini"
 
 
+def run() -> None:
+    """The ``dsgrade`` console script: :func:`main`, then exit without tearing torch down.
+
+    Unloading torch at interpreter exit takes about a second; every file is
+    written and closed by now, so flush the terminal and leave.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Only the plugins dsgrade names: faster, and a project's own pytest plugins cannot interfere.
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")

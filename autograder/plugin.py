@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     grader = grader_of(session.config)
-    grader.worker.stop()
+    grader.worker.stop(grace=2.0)
     path = session.config.getoption("--dsgrade-json")
     if path:
         from .report import build_report
