@@ -25,6 +25,7 @@ def test_stubs_score_zero_and_point_to_the_first_exercise(stubs_run):
     assert stubs_run.code == 1
     assert report["score"] == 0 and report["max_score"] > 0
     assert {ex["status"] for ex in report["exercises"]} == {"not_implemented"}
+    assert "\x1b[" not in stubs_run.out, "no colour codes when the output is not a terminal"
     first = registry.all_episodes()[0].exercises[0]
     assert re.search(rf"Start with {re.escape(first.id)} in exercises/{first.episode.module}\.py:\d+", stubs_run.out)
 
