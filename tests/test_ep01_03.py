@@ -7,15 +7,13 @@ transformers. ep03: cross-entropy against ``F.cross_entropy``, and the sampling 
 properties and its agreement with transformers' temperature/top-k/top-p warpers.
 """
 
-import doctest
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from autograder import registry
-from solutions import config, ep01_introduction, ep02_building_blocks, ep03_token_journey
+from solutions import config
 from solutions.ep01_introduction import count_parameters, kv_cache_bytes, moe_parameter_counts
 from solutions.ep02_building_blocks import MLP, RMSNorm, rms_norm, silu, softmax, swiglu
 from solutions.ep03_token_journey import (cross_entropy, embed_tokens, greedy_next_token, lm_head,
@@ -24,13 +22,6 @@ from solutions.ep03_token_journey import (cross_entropy, embed_tokens, greedy_ne
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-@pytest.mark.parametrize("module", [ep01_introduction, ep02_building_blocks, ep03_token_journey],
-                         ids=lambda m: m.__name__)
-def test_docstring_examples_hold(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # --- ep01 ------------------------------------------------------------------------------------------
@@ -135,7 +126,7 @@ def test_rms_norm_keeps_float64_and_matches_transformers_in_float32():
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, F.rms_norm(x, (16,), w, 1e-6), atol=1e-14, rtol=1e-13)
 
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3RMSNorm
 
     ours, theirs = RMSNorm(16), DeepseekV3RMSNorm(16, eps=1e-6)
@@ -249,7 +240,7 @@ def test_sampling_order_temperature_changes_what_top_p_keeps():
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 5, 0.8), (1.5, 20, 0.6), (0.9, 3, 0.95), (1.0, 50, 0.3)])
 def test_sampling_distribution_matches_transformers_warpers(temperature, top_k, top_p):
     """transformers applies the same chain (temperature, top-k, top-p) in generate()."""
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers.generation import logits_process as lp
 
     logits = torch.randn(8, 40, generator=gen(3)) * 3
