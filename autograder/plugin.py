@@ -64,12 +64,13 @@ def pytest_collect_file(file_path: Path, parent):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    order = {ep_id: i for i, ep_id in enumerate(registry.episode_ids())}
-    items.sort(key=lambda it: order.get(getattr(it, "check", None) and it.check.exercise.episode.id, -1))
+    order = {ep_id: i for i, ep_id in enumerate(registry.episode_ids())}  # course order; capstone last
+    items.sort(key=lambda it: order[it.check.exercise.episode.id] if isinstance(it, CheckItem) else -1)
     selectors = config.getoption("--dsgrade-select")
     if selectors:
         keep = [it for it in items if isinstance(it, CheckItem) and it.selected_by(selectors)]
-        dropped = [it for it in items if it not in keep]
+        kept = set(map(id, keep))
+        dropped = [it for it in items if id(it) not in kept]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
