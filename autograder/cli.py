@@ -102,6 +102,14 @@ _DESCRIPTIONS = {
 }
 
 
+def _console():
+    """A terminal's own width; 160 columns in logs and pipes (instead of rich's 80), unless $COLUMNS says."""
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    return Console(highlight=False, width=width)
+
+
 def check_selectors(selectors: list[str]) -> str | None:
     """An error message if a selector names no episode or exercise, else None."""
     known = registry.episode_ids()
@@ -131,12 +139,11 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
           junitxml: str | None = None, console=None) -> int:
     """Grades a target and prints the report; returns the exit status."""
     import pytest
-    from rich.console import Console
 
     from .plugin import grader_of
     from .report import build_report, render
 
-    console = console or Console(highlight=False)
+    console = console or _console()
     targets.resolve(target)
     problem = check_selectors(selectors)
     if problem:
@@ -192,10 +199,9 @@ def _save_last(report) -> None:
 
 def list_exercises(*, target: str = "exercises", console=None) -> int:
     """Prints episodes and exercises with points and the last status."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    console = console or _console()
     target_dir = targets.resolve(target)
     try:
         state = json.loads(_state_file(target_dir).read_text())

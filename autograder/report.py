@@ -230,11 +230,16 @@ def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> No
     style = _STYLE[ex.status]
     where = stub_location(report.target_dir, ep.module, ex.id)
     head = f"[{style}]{_SYMBOL[ex.status]} {ex.id}[/] {ex.score:g}/{ex.max_score:g} {ex.status.replace('_', ' ')}"
-    console.print()
-    console.print(f"{head}  [dim]{escape(where)}[/]")
     failing = [c for c in ex.checks if not c.passed]
     messages = {c.message for c in failing}
-    if ex.status in ("not_implemented", "error", "timeout") and len(messages) == 1 and not verbose:
+    if ex.status == "not_implemented" and len(messages) == 1 and not verbose:  # one line: nothing to explain
+        cause = failing[0].message
+        note = "" if cause.startswith("not implemented yet") else f" — {escape(cause)}"
+        console.print(f"{head}  [dim]{escape(where)}[/]{note}")
+        return
+    console.print()
+    console.print(f"{head}  [dim]{escape(where)}[/]")
+    if ex.status in ("error", "timeout") and len(messages) == 1 and not verbose:
         console.print(f"    {escape(failing[0].message)}")  # one cause for all its checks
         return
     shown = ex.checks if verbose else failing[:max_checks]
