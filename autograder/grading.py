@@ -8,14 +8,11 @@ student is told; the pytest plugin and the in-notebook API both call
 from __future__ import annotations
 
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .compare import agrees, diagnose
 from .reference import is_crashed
-
-STATUSES = ("passed", "partial", "failed", "not_implemented", "error", "timeout")
-
 
 @dataclass
 class CheckRecord:
@@ -35,11 +32,6 @@ class CheckRecord:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
 
 
 def record_for(check, c, status: str, message: str = "", hint: str = "", points: float = 0.0) -> CheckRecord:

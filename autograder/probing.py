@@ -170,8 +170,3 @@ def build(cls, *args, gen: torch.Generator, **kwargs) -> torch.nn.Module:
     seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
     module = cls(*args, **kwargs)
     return load_weights(module, seed)
-
-
-def parameter_shapes(module: torch.nn.Module) -> dict:
-    """``{name: shape}`` of a module's parameters, for checks on structure."""
-    return {name: list(p.shape) for name, p in module.named_parameters()}

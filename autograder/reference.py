@@ -22,8 +22,6 @@ class ReferenceFailure(Exception):
 class LiveReference:
     """Expected outputs computed from ``solutions/`` (cached per check and seed)."""
 
-    name = "solutions"
-
     def __init__(self):
         self._cache: dict[tuple, object] = {}
 
@@ -80,8 +78,6 @@ _CRASHED = _Crashed()
 
 class FixtureReference:
     """Expected outputs read from a fixtures file (one seed, recorded from ``solutions/``)."""
-
-    name = "fixtures"
 
     def __init__(self, path: Path):
         body = Path(path).read_bytes()

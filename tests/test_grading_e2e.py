@@ -142,14 +142,18 @@ def test_exits_and_interrupts_inside_a_check_become_errors(tmp_path):
     assert {ex["status"] for ex in exercises.values()} == {"error"}
 
 
-def test_a_crash_mid_check_restarts_the_worker(tmp_path):
+def _ep04_with(tmp_path, definition: str):
+    """A copy of the solutions whose ep04 re-exports the reference, with one function replaced."""
     sub = copy_solutions(tmp_path / "sub")
-    ep = registry.load_episode("ep04")
-    (sub / "ep04_good.py").write_text((sub / f"{ep.module}.py").read_text())
-    (sub / f"{ep.module}.py").write_text(
-        "from .ep04_good import *\nfrom . import ep04_good as _good\n\n"
-        "def attention_scores(x):\n    if x.shape[0] == 2:  # the first case only\n"
-        "        import os\n        os._exit(9)\n    return _good.attention_scores(x)\n")
+    module = registry.load_episode("ep04").module
+    (sub / "ep04_good.py").write_text((sub / f"{module}.py").read_text())
+    (sub / f"{module}.py").write_text("from .ep04_good import *\nfrom . import ep04_good as _good\n\n" + definition)
+    return sub
+
+
+def test_a_crash_mid_check_restarts_the_worker(tmp_path):
+    sub = _ep04_with(tmp_path, "def attention_scores(x):\n    if x.shape[0] == 2:  # the first case only\n"
+                               "        import os\n        os._exit(9)\n    return _good.attention_scores(x)\n")
     run = dsgrade("ep04.attention_scores", "--target", str(sub), json_path=tmp_path / "r.json")
     checks = _by_id(run.report, "exercises")["ep04.attention_scores"]["checks"]
     assert "died (exit code 9)" in checks[0]["message"]
@@ -158,13 +162,8 @@ def test_a_crash_mid_check_restarts_the_worker(tmp_path):
 
 
 def test_a_slow_check_times_out_and_grading_goes_on(tmp_path):
-    sub = copy_solutions(tmp_path / "sub")
-    ep = registry.load_episode("ep04")
-    (sub / "ep04_good.py").write_text((sub / f"{ep.module}.py").read_text())
-    (sub / f"{ep.module}.py").write_text(
-        "from .ep04_good import *\nfrom . import ep04_good as _good\n\n"
-        "def attention_weights(scores):\n    while scores.shape[0] == 2:  # the first case only\n"
-        "        pass\n    return _good.attention_weights(scores)\n")
+    sub = _ep04_with(tmp_path, "def attention_weights(scores):\n    while scores.shape[0] == 2:  # the first case only\n"
+                               "        pass\n    return _good.attention_weights(scores)\n")
     run = dsgrade("ep04.attention_weights", "--target", str(sub), "--timeout", "1", json_path=tmp_path / "r.json")
     checks = _by_id(run.report, "exercises")["ep04.attention_weights"]["checks"]
     assert checks[0]["status"] == "timeout" and "timed out after 1 s" in checks[0]["message"]
