@@ -16,10 +16,11 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
-from . import registry, targets
+from . import registry, sandbox, targets
 
 COMMANDS = ("grade", "list", "sync", "fixtures", "notebooks")
 INI = Path(__file__).parent / "pytest.ini"
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "grade":
             return grade(selectors=args.selectors, target=args.target, seed=args.seed, json_path=args.json,
                          verbose=args.verbose, exitfirst=args.exitfirst, timeout=args.timeout,
-                         fixtures=args.fixtures, junitxml=args.junitxml)
+                         fixtures=args.fixtures, junitxml=args.junitxml, sandbox_mode=args.sandbox,
+                         memory=args.memory)
         if command == "list":
             return list_exercises(target=args.target)
         if command == "sync":
@@ -78,6 +80,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="seconds each check may take (default %(default)s)")
         p.add_argument("--fixtures", metavar="FILE", help="expected outputs recorded by 'dsgrade fixtures'")
         p.add_argument("--junitxml", metavar="FILE", help="also write a JUnit XML report")
+        p.add_argument("--sandbox", choices=sandbox.MODES, default="auto",
+                       help="auto (default): run student code in the OS sandbox where this machine has one; "
+                            "strict: refuse to grade without it; off: no sandbox")
+        p.add_argument("--memory", type=parse_size, default=sandbox.DEFAULT_MEMORY, metavar="SIZE",
+                       help="memory student code may allocate per episode, e.g. 512M or 4G (default 2G)")
         p.add_argument("-v", "--verbose", action="store_true", help="show passing checks and every failure")
         p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing check")
     if command == "sync":
@@ -100,6 +107,19 @@ _DESCRIPTIONS = {
     "fixtures": "Maintainers: record the reference outputs for a release without solutions/.",
     "notebooks": "Instructors: write an nbgrader course (one notebook per episode) from solutions/.",
 }
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``2G``, ``512M``, ``1.5GiB`` or a plain number of bytes (for ``--memory``).
+
+    Example:
+        >>> parse_size("2G"), parse_size("512MiB"), parse_size("1000")
+        (2147483648, 536870912, 1000)
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512M or 4G")
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index(m.group(2) or "b"))
 
 
 def _console():
@@ -136,7 +156,8 @@ class _ConfigCatcher:
 
 def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, json_path: str | None = None,
           verbose: bool = False, exitfirst: bool = False, timeout: float = 5.0, fixtures: str | None = None,
-          junitxml: str | None = None, console=None) -> int:
+          junitxml: str | None = None, sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY,
+          console=None) -> int:
     """Grades a target and prints the report; returns the exit status."""
     import pytest
 
@@ -146,12 +167,15 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
     console = console or _console()
     targets.resolve(target)
     problem = check_selectors(selectors)
+    missing = sandbox.missing_layers(sandbox_mode)
+    if sandbox_mode == "strict" and missing:
+        problem = sandbox.refusal(missing)
     if problem:
         print(f"dsgrade: {problem}", file=sys.stderr)
         return 2
     args = [str(registry.CHECKS_DIR), "-c", str(INI), "-p", "autograder.plugin", "-p", "no:terminal",
             "-p", "no:cacheprovider", "--dsgrade-target", target, "--dsgrade-seed", str(seed),
-            "--dsgrade-timeout", str(timeout)]
+            "--dsgrade-timeout", str(timeout), "--dsgrade-sandbox", sandbox_mode, "--dsgrade-memory", str(memory)]
     for sel in selectors:
         args += ["--dsgrade-select", sel]
     if fixtures:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .untrusted import MAX_NAME_CHARS, clean_text
 from .values import Array, Unsupported
 
 
@@ -70,7 +71,7 @@ def _kind(x) -> str:
     if isinstance(x, Array):
         return "a tensor"
     if isinstance(x, Unsupported):
-        return f"an object of type {x.type_name}"
+        return f"an object of type {clean_text(x.type_name, MAX_NAME_CHARS)}"
     if x is None:
         return "None"
     if isinstance(x, list):
@@ -95,7 +96,8 @@ def _walk(path, exp, got, tol, hidden, lines):
             lines.append(f"{path}: missing {', '.join(missing)}")
         extra = [k for k in got if k not in exp]
         if extra:
-            lines.append(f"{path}: unexpected {', '.join(extra)}")
+            names = ", ".join(clean_text(k, MAX_NAME_CHARS) for k in extra[:5])
+            lines.append(f"{path}: unexpected {names}" + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
         for k in exp:
             if k in got:
                 _walk(f"{path}.{k}" if path != "output" else k, exp[k], got[k], tol, hidden, lines)
@@ -103,7 +105,7 @@ def _walk(path, exp, got, tol, hidden, lines):
         lines.extend(_diagnose_number(path, exp, got, tol, hidden))
     elif isinstance(exp, str) and isinstance(got, str):
         if exp != got:
-            lines.append(f"{path}: got {got!r}" + ("" if hidden else f", expected {exp!r}"))
+            lines.append(f"{path}: got {clean_text(repr(got), MAX_NAME_CHARS)}" + ("" if hidden else f", expected {exp!r}"))
     elif exp is None and got is None:
         pass
     else:
@@ -118,19 +120,36 @@ def _is_number(x) -> bool:
 
 
 def _diagnose_number(path, exp, got, tol, hidden) -> list[str]:
-    if isinstance(exp, int) and isinstance(got, int):
+    if isinstance(exp, int):  # counts, sizes, token ids: exact, and an int must come back
+        if not isinstance(got, int):
+            return [f"{path}: got the float {_fmt_number(got)}; the result is an integer (return an int, "
+                    "e.g. with // instead of /, or int(...))"]
         if exp == got:
             return []
-        return [f"{path}: got {got}" + ("" if hidden else f", expected {exp}")]
+        return [f"{path}: got {_fmt_number(got)}" + ("" if hidden else f", expected {exp}")]
     t = tol["scalar"]
-    e, g = float(exp), float(got)
+    e, g = float(exp), _as_float(got)
     if np.isnan(e) and np.isnan(g) or e == g:
         return []
     if abs(g - e) <= t.atol + t.rtol * abs(e):
         return []
     if hidden:
         return [f"{path}: value out of tolerance ({t})"]
-    return [f"{path}: got {g:.6g}, expected {e:.6g} (|Δ| {abs(g - e):.2e}; {t})"]
+    return [f"{path}: got {_fmt_value(g, e)}, expected {_fmt_value(e, g)} (|Δ| {abs(g - e):.2e}; {t})"]
+
+
+def _as_float(x) -> float:
+    """``float(x)``, with ints too large for a float as ±inf (student code may return 10**400)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return float("inf") if x > 0 else float("-inf")
+
+
+def _fmt_number(x) -> str:
+    """A number as the student returned it, shortened when it is enormous."""
+    text = repr(x)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} digits)"
 
 
 def _fmt_shape(shape) -> str:
@@ -210,13 +229,24 @@ def _diagnose_array(path, exp: Array, got: Array, tol, hidden) -> list[str]:
     worst_rel = float(np.max(np.where(bad, rel, 0.0)))
     lines.append(
         f"{path}: values differ: {n_bad} of {e.size} elements ({frac:.0%}) out of tolerance ({t}); "
-        f"max |Δ| {err[worst]:.2e} at {_fmt_index(worst)} (got {_fmt_value(g[worst])}, expected "
-        f"{_fmt_value(e[worst])}); max rel err {worst_rel:.2e}"
+        f"max |Δ| {err[worst]:.2e} at {_fmt_index(worst)} (got {_fmt_value(g[worst], e[worst])}, expected "
+        f"{_fmt_value(e[worst], g[worst])}); max rel err {worst_rel:.2e}"
     )
     return lines
 
 
-def _fmt_value(x) -> str:
+def _fmt_value(x, other=None) -> str:
+    """``x`` to 6 significant digits, or as many more as it takes to differ from ``other``.
+
+    Example:
+        >>> _fmt_value(-1.646240001, -1.64624)
+        '-1.646240001'
+    """
     if isinstance(x, complex) or np.iscomplexobj(x):
         return f"{complex(x):.4g}"
-    return f"{float(x):.6g}"
+    x = float(x)
+    for digits in (6, 9, 12, 17):
+        text = f"{x:.{digits}g}"
+        if other is None or text != f"{float(other):.{digits}g}":
+            return text
+    return text

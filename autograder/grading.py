@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .compare import agrees, diagnose
 from .reference import is_crashed
+from .untrusted import clean_lines
 
 @dataclass
 class CheckRecord:
@@ -35,9 +36,9 @@ class CheckRecord:
 
 
 def record_for(check, c, status: str, message: str = "", hint: str = "", points: float = 0.0) -> CheckRecord:
-    """A :class:`CheckRecord` for ``check`` on case ``c``."""
+    """A :class:`CheckRecord` for ``check`` on case ``c``; its message may quote student text, so it is cleaned."""
     return CheckRecord(check.item_id(c), check.exercise.id, check.exercise.episode.id, check.description,
-                       check.hidden, status, points, check.points, message, hint)
+                       check.hidden, status, points, check.points, clean_lines(message), hint)
 
 
 def evaluate(check, c, seed: int, answer: dict, reference) -> CheckRecord:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from . import registry, targets
+from . import registry, sandbox, targets
 from .grading import CheckRecord, evaluate, record_for
 from .reference import FixtureReference, LiveReference, ReferenceFailure
+from .submission import copy_submission, new_scratch, remove_tree
 from .worker import Worker, WorkerError
 
 DEFAULT_SEED = 1234
@@ -36,6 +37,11 @@ def pytest_addoption(parser):
     group.addoption("--dsgrade-fixtures", default=None,
                     help="read expected outputs from this fixtures file instead of solutions/")
     group.addoption("--dsgrade-json", default=None, help="write the dsgrade/1 JSON report here")
+    group.addoption("--dsgrade-sandbox", default="auto", choices=sandbox.MODES,
+                    help="auto (default): sandbox student code where the OS can; strict: refuse to grade "
+                         "without the full sandbox; off: no sandbox")
+    group.addoption("--dsgrade-memory", type=int, default=sandbox.DEFAULT_MEMORY,
+                    help="bytes of memory student code may allocate per episode (default 2 GiB)")
 
 
 def pytest_configure(config):
@@ -79,7 +85,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     grader = grader_of(session.config)
-    grader.worker.stop(grace=2.0)
+    grader.close()
     path = session.config.getoption("--dsgrade-json")
     if path:
         from .report import build_report
@@ -140,8 +146,15 @@ class CheckItem(pytest.Item):
         return self.path, None, self.name
 
 
+class SandboxUnavailable(pytest.UsageError):
+    """``--sandbox strict`` on a machine that cannot sandbox student code."""
+
+
 class Grader:
     """Grades checks against one target; keeps a record per check.
+
+    The target is copied into a fresh scratch folder first (:mod:`autograder.submission`);
+    only that copy is graded, in a sandboxed worker (:mod:`autograder.worker`).
 
     Args:
         target: The ``--target`` value as given.
@@ -149,16 +162,32 @@ class Grader:
         seed: Session seed (each check's inputs use ``item_seed(seed, id)``).
         timeout: Seconds per check.
         reference: Where expected outputs come from.
+        sandbox_mode: One of :data:`sandbox.MODES`.
+        memory: Bytes student code may allocate per episode.
+        protected: Paths student code must not read besides the built-in ones (fixtures, reports).
+        episodes: Ids of the episodes that will be graded (the worker loads their checks once).
     """
 
-    def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference):
+    def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference,
+                 sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY, protected=(), episodes=()):
         self.target, self.target_dir = target, target_dir
         self.seed, self.timeout, self.reference = seed, timeout, reference
-        self.worker = Worker(target_dir, allow_solutions=target_dir == targets.SOLUTIONS_DIR)
+        self.sandbox_mode, self.memory = sandbox_mode, memory
+        self.missing = sandbox.missing_layers(sandbox_mode)
+        if sandbox_mode == "strict" and self.missing:
+            raise SandboxUnavailable(sandbox.refusal(self.missing))
         self.records: dict[str, CheckRecord] = {}
         self.selected: list = []
         self.internal_errors: list[str] = []
         self._imports: dict[str, dict | None] = {}
+        self._cpu_seconds: dict[str, int] = {}
+        self.scratch = new_scratch()
+        self.submission = copy_submission(target_dir, self.scratch / "src", fill_from=targets.EXERCISES_DIR)
+        layers = [] if sandbox_mode == "off" else [layer for layer in sandbox.LAYERS if layer not in self.missing]
+        self.worker = Worker(self.scratch, {
+            "layers": layers, "memory": memory, "allow_solutions": target_dir == targets.SOLUTIONS_DIR,
+            "episodes": list(episodes),
+            "protected": [str(p) for p in [*_always_protected(), target_dir, *protected]]})
 
     @classmethod
     def from_config(cls, config) -> "Grader":
@@ -169,11 +198,27 @@ class Grader:
             raise pytest.UsageError(str(e)) from None
         fixtures = config.getoption("--dsgrade-fixtures")
         reference = FixtureReference(Path(fixtures)) if fixtures else LiveReference()
-        return cls(target, target_dir, config.getoption("--dsgrade-seed"),
-                   config.getoption("--dsgrade-timeout"), reference)
+        outputs = [config.getoption("--dsgrade-json"), getattr(config.option, "xmlpath", None), fixtures]
+        selectors = config.getoption("--dsgrade-select")
+        episodes = dict.fromkeys(s.split(".")[0] for s in selectors) if selectors else registry.episode_ids()
+        return cls(target, target_dir, config.getoption("--dsgrade-seed"), config.getoption("--dsgrade-timeout"),
+                   reference, config.getoption("--dsgrade-sandbox"), config.getoption("--dsgrade-memory"),
+                   [Path(p).resolve() for p in outputs if p], list(episodes))
+
+    def sandbox_summary(self) -> dict:
+        """What protected the run, for the report: mode, layers applied, what was missing and why."""
+        ready = self.worker.sandbox or {}  # the zygote's own account, once it has started
+        return {"mode": self.sandbox_mode, "applied": ready.get("applied", self.worker.config["layers"]),
+                "missing": dict(self.missing, **ready.get("missing", {})),
+                "landlock_abi": ready.get("landlock_abi"), "memory_limit": self.memory}
+
+    def close(self) -> None:
+        """Stops the worker and removes the scratch folder."""
+        self.worker.stop(grace=2.0)
+        remove_tree(self.scratch)
 
     def grade(self, check, c) -> CheckRecord:
-        """Runs one check on the target and records the outcome."""
+        """Runs one check on the target and records the outcome (always: a check is never left ungraded)."""
         if not self.records:
             import torch  # loaded by now, with the checks
 
@@ -183,18 +228,29 @@ class Grader:
             answer = self._import_failure(check)
             if answer is None:
                 answer = self._probe(check, c, seed)
+            if answer.pop("sandbox_failed", False):
+                self.internal_errors.append(answer["message"])
             record = evaluate(check, c, seed, answer, self.reference)
         except ReferenceFailure as e:
             self.internal_errors.append(str(e))
             record = record_for(check, c, "error", f"internal error of the grader: {e}")
+        except Exception as e:  # noqa: BLE001 - whatever went wrong is recorded against this check
+            record = record_for(check, c, "error", "internal error of the grader while grading this check "
+                                                   f"({type(e).__name__}: {str(e)[:300]}); please report it")
         self.records[record.id] = record
         return record
 
-    def _probe(self, check, c, seed) -> dict:
+    def _request(self, check, op: str, **fields) -> dict:
         episode = check.exercise.episode
-        request = {"op": "probe", "episode": episode.id, "module": episode.module,
-                   "exercise": check.exercise.id, "item": check.item_id(c), "seed": seed,
-                   "given": self.reference.given(check, c, seed)}
+        if episode.id not in self._cpu_seconds:  # the CPU time a child may use for the whole episode
+            n = sum(1 for chk, _ in self.selected if chk.exercise.episode is episode)
+            self._cpu_seconds[episode.id] = int(self.timeout * (n + 1) + 10)
+        return {"op": op, "episode": episode.id, "module": episode.module, "exercise": check.exercise.id,
+                "cpu_seconds": self._cpu_seconds[episode.id], **fields}
+
+    def _probe(self, check, c, seed) -> dict:
+        request = self._request(check, "probe", item=check.item_id(c), seed=seed,
+                                given=self.reference.given(check, c, seed))
         problem = []
 
         def compute_reference():  # on the grader's core while the worker runs the target
@@ -215,19 +271,41 @@ class Grader:
         """None if the check's episode module imports; else the answer every check of it gets."""
         episode = check.exercise.episode
         if episode.id not in self._imports:
-            request = {"op": "import", "episode": episode.id, "module": episode.module}
-            try:
-                answer = self.worker.request(request, self.timeout)
-            except WorkerError as e:
-                answer = {"status": e.kind, "message": self._explain(e, "code at the top level of the file that never ends?")}
-            if answer["status"] != "ok":
-                answer = dict(answer, message=f"importing {episode.module}.py failed: {answer['message']}")
-                if answer["status"] == "not_implemented":  # a stub called at import time
-                    answer["status"] = "error"
+            problem = self.submission.problem(episode.module)
+            if problem:
+                answer = {"status": "error", "message": problem}
+            else:
+                try:
+                    answer = self.worker.request(self._request(check, "import"), self.timeout)
+                except WorkerError as e:
+                    answer = {"status": e.kind,
+                              "message": self._explain(e, "code at the top level of the file that never ends?")}
+                if answer["status"] != "ok":
+                    answer = dict(answer, message=f"importing {episode.module}.py failed: {answer['message']}")
+                    if answer["status"] == "not_implemented":  # a stub called at import time
+                        answer["status"] = "error"
             self._imports[episode.id] = None if answer["status"] == "ok" else answer
-        return self._imports[episode.id]
+        answer = self._imports[episode.id]
+        return None if answer is None else dict(answer)
 
     def _explain(self, e: WorkerError, likely: str) -> str:
-        if e.kind == "timeout":
+        if e.kind == "timeout" and str(e) == "timed out":
             return f"timed out after {self.timeout:g} s — {likely}"
         return str(e)
+
+
+def _always_protected() -> list[Path]:
+    """What no child may read whatever the target: the reference, the repository's history, the
+    grader's saved state, and any other installed copy of the solutions."""
+    import importlib.util
+    import os
+
+    paths = [targets.SOLUTIONS_DIR, targets.ROOT / ".git",
+             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsgrade"]
+    try:
+        spec = importlib.util.find_spec("solutions")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        paths += [Path(p) for p in spec.submodule_search_locations]
+    return paths

@@ -7,6 +7,7 @@ with exercise and episode totals; statuses follow DESIGN.md's grading rules.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.padding import Padding
 from rich.text import Text
 
 from .grading import CheckRecord, record_for
+from .submission import Submission
 
 SCHEMA = "dsgrade/1"
 _STYLE = {"passed": "green", "partial": "yellow", "failed": "red", "not_implemented": "blue",
@@ -84,6 +86,8 @@ class Report:
     seed: int
     episodes: list[EpisodeResult]
     internal_errors: list[str] = field(default_factory=list)
+    sandbox: dict = field(default_factory=dict)  # what protected the run (Grader.sandbox_summary)
+    submission: Submission | None = None  # the copy that was graded: refused files, lines of stubs
 
     @property
     def exercises(self) -> list[ExerciseResult]:
@@ -104,6 +108,8 @@ class Report:
             "target": self.target,
             "target_path": str(self.target_dir),
             "seed": self.seed,
+            "sandbox": self.sandbox,
+            "refused_files": dict(self.submission.refused) if self.submission else {},
             "score": self.score,
             "max_score": self.max_score,
             "episodes": [{"id": ep.id, "title": ep.title, "video": ep.video, "score": ep.score,
@@ -142,20 +148,20 @@ def build_report(grader) -> Report:
             check, c, "failed", "not graded: the session stopped before this check (-x or an interruption)")
         exercises[ex.id].checks.append(record)
     return Report(grader.target, grader.target_dir, grader.seed, list(episodes.values()),
-                  list(grader.internal_errors))
+                  list(grader.internal_errors), grader.sandbox_summary(), grader.submission)
 
 
 # --- terminal ------------------------------------------------------------------------------
 
 
-def stub_location(target_dir: Path, module: str, exercise_id: str) -> str:
-    """``exercises/ep05_self_attention.py:42``: where the exercise's stub (or definition) is."""
-    path = Path(target_dir) / f"{module}.py"
+def stub_location(report: Report, module: str, exercise_id: str) -> str:
+    """``exercises/ep05_self_attention.py:42``: where the exercise's stub (or definition) is.
+
+    Read from the graded copy's bytes in memory: the report never opens a student's file.
+    """
+    path = Path(report.target_dir) / f"{module}.py"
+    lines = report.submission.lines(module) if report.submission else []
     name = exercise_id.split(".", 1)[1]
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return _display_path(path)
     patterns = [f'NotImplementedError("{exercise_id}")', rf"^(def|class)\s+{re.escape(name)}\b"]
     for pattern in patterns:
         for i, line in enumerate(lines, 1):
@@ -165,8 +171,10 @@ def stub_location(target_dir: Path, module: str, exercise_id: str) -> str:
 
 
 def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it; never touches the file (it may be a loop)."""
+    path = Path(os.path.abspath(path))
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.relative_to(os.getcwd()))
     except ValueError:
         return str(path)
 
@@ -194,6 +202,9 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
         table.add_row(ep.id, ep.title, f"{ep.score:g}/{ep.max_score:g}",
                       f"[{style}]{_SYMBOL[ep.status]} {ep.status.replace('_', ' ')}[/]")
     console.print(table)
+    note = _sandbox_note(report)
+    if note:
+        console.print(Text(note, style="yellow"))
 
     for ep in report.episodes:
         cause = _single_cause(ep)
@@ -201,7 +212,7 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
             console.print()
             console.print(f"[{_STYLE[ep.status]}]{_SYMBOL[ep.status]} {ep.id}[/] 0/{ep.max_score:g} "
                           f"{ep.status}  [dim]{escape(_display_path(Path(report.target_dir) / (ep.module + '.py')))}[/]")
-            console.print(f"    {escape(cause)}")
+            console.print(_student_text(cause, 4))
             continue
         for ex in ep.exercises:
             if ex.status == "passed" and not verbose:
@@ -209,12 +220,30 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
             _render_exercise(console, escape, report, ep, ex, verbose, max_checks)
 
     for err in report.internal_errors:
-        console.print(f"[bold red]grader error:[/] {escape(err)}")
+        console.print(Text.assemble(("grader error: ", "bold red"), err))
     console.print()
     console.print(summary_line(report))
     nxt = next_step(report)
     if nxt:
         console.print(nxt)
+
+
+def _student_text(text: str, indent: int) -> Padding:
+    """A message, indented, printed as plain text: rich markup or emoji codes in it stay literal."""
+    return Padding(Text(text), (0, 0, 0, indent), expand=False)
+
+
+def _sandbox_note(report: Report) -> str:
+    """One line when student code was not fully sandboxed, else ''."""
+    box = report.sandbox or {}
+    if not box or not box.get("missing") and box.get("mode") != "off":
+        return ""
+    if box.get("mode") == "off":
+        return "sandbox: off (--sandbox off) — the code ran with your own permissions"
+    missing = "; ".join(f"{layer}: {why}" for layer, why in box["missing"].items())
+    applied = ", ".join(box.get("applied") or []) or "only resource limits"
+    return (f"sandbox: partial ({applied}) — {missing}. Fine for your own code; to grade other people's "
+            f"code use a Linux machine with the full sandbox (--sandbox strict)")
 
 
 def _single_cause(ep: EpisodeResult) -> str:
@@ -228,19 +257,19 @@ def _single_cause(ep: EpisodeResult) -> str:
 
 def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> None:
     style = _STYLE[ex.status]
-    where = stub_location(report.target_dir, ep.module, ex.id)
+    where = stub_location(report, ep.module, ex.id)
     head = f"[{style}]{_SYMBOL[ex.status]} {ex.id}[/] {ex.score:g}/{ex.max_score:g} {ex.status.replace('_', ' ')}"
     failing = [c for c in ex.checks if not c.passed]
     messages = {c.message for c in failing}
     if ex.status == "not_implemented" and len(messages) == 1 and not verbose:  # one line: nothing to explain
         cause = failing[0].message
-        note = "" if cause.startswith("not implemented yet") else f" — {escape(cause)}"
-        console.print(f"{head}  [dim]{escape(where)}[/]{note}")
+        note = "" if cause.startswith("not implemented yet") else f" — {cause}"
+        console.print(Text.from_markup(f"{head}  [dim]{escape(where)}[/]") + Text(note))
         return
     console.print()
     console.print(f"{head}  [dim]{escape(where)}[/]")
     if ex.status in ("error", "timeout") and len(messages) == 1 and not verbose:
-        console.print(f"    {escape(failing[0].message)}")  # one cause for all its checks
+        console.print(_student_text(failing[0].message, 4))  # one cause for all its checks
         return
     shown = ex.checks if verbose else failing[:max_checks]
     for c in shown:
@@ -249,7 +278,7 @@ def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> No
         console.print(f"  [{cstyle}]{_SYMBOL.get(c.status, '✗')}[/] {escape(c.id.split('::', 1)[1])} "
                       f"[dim]({tag}) {escape(c.description)}[/]")
         for line in c.message.splitlines():
-            console.print(Padding(line, (0, 0, 0, 6), expand=False))
+            console.print(_student_text(line, 6))
     if len(failing) > len(shown) and not verbose:
         console.print(f"  [dim]… {len(failing) - len(shown)} more failing checks (dsgrade {ex.id} -v)[/]")
     hints = list(dict.fromkeys(h for c in failing for h in c.hint.splitlines() if h))  # each once
@@ -270,7 +299,7 @@ def next_step(report: Report) -> str:
     for ep in report.episodes:
         for ex in ep.exercises:
             if ex.status != "passed":
-                where = stub_location(report.target_dir, ep.module, ex.id)
+                where = stub_location(report, ep.module, ex.id)
                 verb = "Start with" if ex.status == "not_implemented" else "Next, fix"
                 return f"{verb} {ex.id} in {where}  (then run: dsgrade {ep.id})"
     return ""

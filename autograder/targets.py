@@ -1,11 +1,10 @@
 """Where targets live, and how a folder of episode files is imported as a package.
 
 A target is ``exercises`` (the student's copy, default), ``solutions`` (the
-reference) or any folder of ``epNN_*.py`` files (a submission). The folder is
-imported as a package named :data:`PACKAGE`, so relative imports between episode
-modules (``from .ep16_rope import apply_rope``) work in every target. Modules a
-submission folder lacks but which are not episodes (``config.py``) come from
-``exercises/``.
+reference) or any folder of ``epNN_*.py`` files (a submission). The grader grades
+a private copy of it (:mod:`autograder.submission`), imported in the worker as a
+package named :data:`PACKAGE`, so relative imports between episode modules
+(``from .ep16_rope import apply_rope``) work in every target.
 """
 
 from __future__ import annotations
@@ -41,7 +40,10 @@ def resolve(target: str) -> Path:
     elif target == "solutions":
         path = SOLUTIONS_DIR
     else:
-        path = Path(target).expanduser().resolve()
+        try:
+            path = Path(target).expanduser().resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (before Python 3.13)
+            raise TargetError(f"target {target!r}: {e}") from None
     if not path.is_dir():
         raise TargetError(f"target {target!r}: no folder at {path}")
     if not any(path.glob("ep[0-9][0-9]_*.py")) and not (path / "capstone.py").exists():
@@ -57,7 +59,7 @@ def load_package(folder: Path) -> None:
     """Registers ``folder`` as the package :data:`PACKAGE` (episode modules load lazily)."""
     spec = importlib.util.spec_from_file_location(
         PACKAGE, folder / "__init__.py",
-        submodule_search_locations=[str(folder), str(EXERCISES_DIR)],
+        submodule_search_locations=[str(folder)],
     )
     package = importlib.util.module_from_spec(spec)
     sys.modules[PACKAGE] = package

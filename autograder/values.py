@@ -11,11 +11,14 @@ sender (no pickle), so a student's objects can never reach the grader.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+MAX_HEADER_BYTES = 4 << 20
 
 # The only array dtypes that may cross the process boundary.
 _SAFE_DTYPES = {
@@ -145,11 +148,13 @@ def encode(tree) -> bytes:
     return struct.pack("<I", len(header)) + header + b"".join(blobs)
 
 
-def decode(body: bytes):
-    """Inverse of :func:`encode`. Never unpickles; rejects unknown dtypes.
+def decode(body: bytes, max_header: int = MAX_HEADER_BYTES):
+    """Inverse of :func:`encode`. Never unpickles; rejects unknown dtypes and inconsistent sizes.
 
     Args:
-        body: A message body produced by :func:`encode`.
+        body: A message body produced by :func:`encode` (possibly by hostile code).
+        max_header: Largest JSON header accepted: the structure and the scalars of a result
+            are small, its bulk travels as raw array bytes.
 
     Returns:
         The plain tree.
@@ -158,16 +163,22 @@ def decode(body: bytes):
         ValueError: If the message is malformed.
     """
     (n,) = struct.unpack_from("<I", body)
+    if n > max_header or 4 + n > len(body):
+        raise ValueError(f"a header of {n} bytes")
     header = json.loads(body[4:4 + n])
     payload = memoryview(body)[4 + n:]
     arrays = []
     for spec in header["arrays"]:
         np_dtype = _SAFE_DTYPES.get(spec["np"])
         if np_dtype is None or not re.fullmatch(r"[a-z0-9_]{1,32}", str(spec["dtype"])):
-            raise ValueError(f"refusing array of dtype {spec['np']}/{spec['dtype']}")
+            raise ValueError(f"refusing array of dtype {str(spec['np'])[:40]}/{str(spec['dtype'])[:40]}")
+        shape = [int(s) for s in spec["shape"]]
         start, nbytes = int(spec["offset"]), int(spec["nbytes"])
+        if (any(s < 0 for s in shape) or start < 0 or start + nbytes > len(payload)
+                or math.prod(shape) * np.dtype(np_dtype).itemsize != nbytes):
+            raise ValueError(f"an array of shape {shape[:8]} that does not fit its {nbytes} bytes")
         data = np.frombuffer(payload[start:start + nbytes], dtype=np_dtype).copy()
-        arrays.append(Array(data.reshape([int(s) for s in spec["shape"]]), str(spec["dtype"])))
+        arrays.append(Array(data.reshape(shape), str(spec["dtype"])))
 
     def dec(node):
         if isinstance(node, list):

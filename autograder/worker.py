@@ -1,37 +1,51 @@
 """The worker: the only processes that import and run the target's code.
 
-The grader (parent) starts ``python -m autograder.worker TARGET_DIR`` and talks
-to it over a pair of pipes: requests and answers are length-prefixed plain trees
-(:mod:`autograder.values`), so nothing the student's code builds can reach the
-parent as a live object.
+With the sandbox on (Linux), grading runs three kinds of processes::
 
-That process is a *zygote*: it imports torch and the grader's own modules once,
-never the target's code, and forks a *child* that imports the target and runs
-the checks, relaying requests and answers. The child is kept between checks;
-when a check runs past its time limit the zygote kills the child, and when the
-child dies (``os._exit``, a segfault) it reports how, and either way the next
-check gets a fresh fork in milliseconds instead of a new Python importing torch.
-If the zygote itself stops answering, the parent kills the whole process group
-and starts again.
+    grader ──pipes── waiter ── zygote: pid 1 of new user, pid, network and IPC namespaces
+                                 └── child: one per episode, confined (Landlock, seccomp, limits),
+                                     imports the target's private copy and runs the probes
 
-Student code may print: the worker moves its protocol pipes off fds 0/1 and
-points stdout at stderr and stdin at /dev/null before anything else runs.
+The grader (parent) starts ``python -m autograder.worker CONFIG``. The *waiter*
+moves itself into new namespaces before anything else and forks the *zygote*,
+which is pid 1 there: it imports torch and the grader's modules once, never the
+target's code, and for every episode forks a fresh *child* that confines itself
+(:func:`autograder.sandbox.confine`) before it imports anything of the target.
+One episode's child never serves another episode, so a thread, a signal handler
+or a monkeypatch left by one cannot touch the next. A child that runs past its
+time limit is killed; one that dies is reported; the next check gets a fresh
+fork in milliseconds. When the zygote ends, the kernel kills whatever is left in
+its namespaces; the waiter ends with it, and the zygote with the grader.
+
+Requests and answers are length-prefixed plain trees (:mod:`autograder.values`).
+The zygote relays a child's answer as opaque bytes after checking its size, and
+tags every frame it sends: ``C`` for a child's answer (untrusted: the grader
+checks and cleans it, :mod:`autograder.untrusted`), ``Z`` for its own reports
+(ready, timed out, died). Student code prints into a per-episode log file of
+capped size, never onto the protocol pipes.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from .untrusted import MAX_ANSWER_BYTES, checked_answer, clean_text, format_bytes
+
 STARTUP_TIMEOUT = 120.0  # importing torch on a cold, busy machine
 RELAY_MARGIN = 10.0  # extra seconds the parent gives the zygote to report a child's timeout
+SETUP_FAILED = 117  # exit status of a child whose sandbox could not be applied
+CHILD, ZYGOTE = b"C", b"Z"
+ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "SYSTEMROOT")
 
 
 class WorkerError(Exception):
@@ -43,17 +57,19 @@ class WorkerError(Exception):
 
 
 class Worker:
-    """Parent-side handle on one worker process (restarted on demand).
+    """Parent-side handle on one worker (restarted on demand).
 
     Args:
-        target_dir: Folder of the target's episode modules.
-        allow_solutions: Whether code in the worker may import the ``solutions`` package.
+        scratch: The scratch folder (:func:`autograder.submission.new_scratch`) holding the copy.
+        config: What the worker needs: ``layers`` (sandbox layers to apply), ``memory``
+            (bytes), ``protected`` (paths no child may read), ``allow_solutions``.
     """
 
-    def __init__(self, target_dir: Path, allow_solutions: bool = False):
-        self.target_dir = Path(target_dir)
-        self.allow_solutions = allow_solutions
+    def __init__(self, scratch: Path, config: dict):
+        self.scratch = Path(scratch)
+        self.config = dict(config, scratch=str(self.scratch), parent=os.getpid())
         self.proc: subprocess.Popen | None = None
+        self.sandbox: dict | None = None  # what the zygote applies, from its last "ready" report
         self._ready = False
         self._log = None
 
@@ -62,18 +78,30 @@ class Worker:
         if self.proc is not None:
             return
         self._log = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", "autograder.worker", str(self.target_dir)]
-        if self.allow_solutions:
-            cmd.append("--allow-solutions")
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        cmd = [sys.executable, "-m", "autograder.worker", json.dumps(self.config)]
+        # Nothing of the grader's environment (tokens, DSGRADE_FIXTURES) reaches student code.
+        env = {k: v for k, v in os.environ.items() if k in ENV_KEPT}
+        package_parent = str(Path(__file__).resolve().parent.parent)  # so `-m autograder.worker` resolves
+        env.update(PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", HOME=str(self.scratch / "work"),
+                   PYTHONPATH=os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")])))
         # Own session: a Ctrl-C in the terminal reaches the grader, which then stops the worker.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, env=env, start_new_session=True,
-                                     cwd=str(Path(__file__).resolve().parent.parent))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     env=env, start_new_session=True, cwd=str(self.scratch / "work"))
         self._ready = False
 
+    def wait_ready(self) -> dict:
+        """Waits until the worker has started; returns what its sandbox applies (see :func:`main`)."""
+        self.start()
+        if not self._ready:
+            tag, ready = self._receive(time.monotonic() + STARTUP_TIMEOUT, starting=True)
+            if tag != ZYGOTE or ready.get("status") != "ready":
+                self.stop()
+                raise WorkerError("error", "the grader's worker did not start properly")
+            self.sandbox, self._ready = ready["sandbox"], True
+        return self.sandbox
+
     def request(self, message: dict, timeout: float, meanwhile=None) -> dict:
-        """Sends one request and returns the decoded answer.
+        """Sends one request and returns the answer, checked and cleaned.
 
         Args:
             message: The request.
@@ -81,15 +109,16 @@ class Worker:
             meanwhile: Called after sending, while the worker works (the grader
                 computes the reference then, on the other core).
 
+        Returns:
+            dict: ``{"status": "ok", "result": …}`` or ``{"status": …, "message": …}``; the
+            zygote's reports of a sandbox failure carry ``"sandbox_failed": True``.
+
         Raises:
             WorkerError: On timeout (the worker is killed) or if the worker died.
         """
-        self.start()
-        if not self._ready:
-            self._receive(time.monotonic() + STARTUP_TIMEOUT, starting=True)
-            self._ready = True
         from .values import encode
 
+        self.wait_ready()
         try:
             _send(self.proc.stdin, encode(dict(message, timeout=timeout)))
         except (BrokenPipeError, OSError):
@@ -97,26 +126,31 @@ class Worker:
         sent = time.monotonic()
         if meanwhile is not None:
             meanwhile()
-        answer = self._receive(sent + timeout + RELAY_MARGIN)
+        tag, answer = self._receive(sent + timeout + RELAY_MARGIN)
+        if tag == CHILD:
+            return checked_answer(answer)
         if answer.get("status") == "timeout":  # the zygote killed the child at the deadline
-            raise WorkerError("timeout", "timed out")
-        if answer.get("died"):
-            tail = self._log_tail()
-            raise WorkerError("error", answer["message"] + (f"; its last output: {tail}" if tail else ""))
-        return answer
+            raise WorkerError("timeout", clean_text(answer.get("message") or "timed out"))
+        return {"status": "error", "message": clean_text(answer.get("message", "")),
+                "sandbox_failed": bool(answer.get("sandbox_failed"))}
 
-    def _receive(self, deadline: float, starting: bool = False) -> dict:
+    def _receive(self, deadline: float, starting: bool = False) -> tuple[bytes, object]:
         from .values import decode
 
         fd = self.proc.stdout.fileno()
-        head = self._read_exact(fd, 8, deadline, starting)
-        (n,) = struct.unpack("<Q", head)
-        body = self._read_exact(fd, n, deadline, starting)
-        try:
-            return decode(body)
-        except Exception as e:  # a corrupted answer is the target's fault, never the grader's
+        (n,) = struct.unpack("<Q", self._read_exact(fd, 8, deadline, starting))
+        if not 1 <= n <= MAX_ANSWER_BYTES + 4096:  # the zygote caps what it relays; this cannot happen
             self.stop()
-            raise WorkerError("error", f"the worker sent an unreadable answer ({e})") from None
+            raise WorkerError("error", f"the worker sent a frame of {n} bytes; the grader stopped it")
+        body = self._read_exact(fd, n, deadline, starting)
+        tag = body[:1]
+        try:
+            return tag, decode(body[1:])
+        except Exception as e:  # a corrupted answer is the target's fault, never the grader's
+            if tag == CHILD:
+                return tag, {"status": "error", "message": f"the grader could not read your result ({e})"}
+            self.stop()
+            raise WorkerError("error", f"the worker sent an unreadable report ({e})") from None
 
     def _read_exact(self, fd: int, n: int, deadline: float, starting: bool) -> bytes:
         chunks, got = [], 0
@@ -139,7 +173,7 @@ class Worker:
         code = self.proc.wait() if self.proc else None
         tail = self._log_tail()
         self.stop()
-        msg = f"the process running your code died ({_how(code)})"
+        msg = f"the grader's worker died ({_how(code)})"
         if tail:
             msg += f"; its last output: {tail}"
         return WorkerError("error", msg)
@@ -150,14 +184,14 @@ class Worker:
         self._log.seek(0, os.SEEK_END)
         size = self._log.tell()
         self._log.seek(max(0, size - limit))
-        return " ".join(self._log.read().decode(errors="replace").split())
+        return clean_text(self._log.read().decode(errors="replace"), limit)
 
     def stop(self, grace: float = 0.0) -> None:
         """Stops the worker; the next request starts a new one.
 
         Args:
-            grace: Seconds to let the zygote end its child itself after its input
-                closes (the child has its own process group); then it is killed.
+            grace: Seconds to let the zygote end its child itself after its input closes;
+                then the whole process group is killed.
         """
         if self.proc is not None:
             for f in (self.proc.stdin, self.proc.stdout):
@@ -170,7 +204,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 pass
             try:
-                os.killpg(self.proc.pid, 9)
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             self.proc.wait()
@@ -190,7 +224,10 @@ def _how(code: int | None) -> str:
 
 
 class _BlockSolutions:
-    """Import hook making ``solutions`` unimportable for code under test."""
+    """Import hook that names the problem when code under test imports ``solutions``.
+
+    A courtesy, not a defence: with the sandbox on, Landlock keeps ``solutions/`` unreadable.
+    """
 
     def find_spec(self, name, path=None, target=None):
         if name == "solutions" or name.startswith("solutions."):
@@ -198,16 +235,8 @@ class _BlockSolutions:
         return None
 
 
-def _watch_parent(parent: int) -> None:
-    # If the process that reads our answers is gone, stop, even mid-loop.
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(3)
-
-
-def _send(out, body: bytes) -> None:
-    out.write(struct.pack("<Q", len(body)) + body)
+def _send(out, body: bytes, tag: bytes = b"") -> None:
+    out.write(struct.pack("<Q", len(tag) + len(body)) + tag + body)
     out.flush()
 
 
@@ -220,34 +249,62 @@ def _receive_frame(inp) -> bytes | None:
 
 
 class _Child:
-    """The zygote's handle on its forked child, which imports and runs the target's code."""
+    """The zygote's handle on one episode's child, which imports and runs the target's code.
 
-    def __init__(self, target_dir: Path, parent_pipes: tuple):
+    Args:
+        episode: The episode it serves.
+        n: A serial number (for its scratch folder and log).
+        settings: The zygote's settings (see :func:`main`).
+        parent_pipes: The zygote's pipes to the grader, closed in the child.
+    """
+
+    def __init__(self, episode: str, n: int, settings: dict, parent_pipes: tuple, cpu_seconds: int):
+        from . import sandbox
+
+        scratch = Path(settings["scratch"])
+        work = scratch / "work" / f"{episode}-{n}"
+        work.mkdir(mode=0o700)
+        self.log = os.open(scratch / "logs" / f"{episode}-{n}.log", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        policy = sandbox.Policy(settings["readable"] + [str(scratch / "src")], str(work),
+                                settings["memory"], cpu_seconds)
+        self.episode, self.cpu_seconds, self.memory = episode, cpu_seconds, settings["memory"]
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: never returns into the zygote's loop
             try:
-                os.setpgid(0, 0)  # its own group, so whatever it starts dies with it
+                os.setpgid(0, 0)  # kill(0, …) in student code then reaches only this child
+                sandbox.die_with_parent()
                 for f in parent_pipes:
                     f.close()  # student code must not reach the grader's pipes
                 os.close(to_child_w)
                 os.close(from_child_r)
-                _serve(target_dir, os.fdopen(to_child_r, "rb"), os.fdopen(from_child_w, "wb"))
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(self.log, 1)
+                os.dup2(self.log, 2)
+                os.chdir(work)
+                os.environ.update(HOME=str(work), TMPDIR=str(work))
+                sys.argv[1:] = []  # the zygote's settings are nobody's business
+                sandbox.confine(policy, landlock="landlock" in settings["layers"],
+                                seccomp="seccomp" in settings["layers"])
+            except BaseException as e:  # noqa: BLE001 - never run student code half-confined
+                os.write(2, f"{type(e).__name__}: {e}".encode(errors="replace"))
+                os._exit(SETUP_FAILED)
+            try:
+                _serve(scratch / "src", os.fdopen(to_child_r, "rb"), os.fdopen(from_child_w, "wb"), self.memory)
             finally:
                 os._exit(0)
-        try:
-            os.setpgid(self.pid, self.pid)  # also here: the child may not have run yet when we kill it
-        except OSError:
-            pass
         os.close(to_child_r)
         os.close(from_child_w)
         self.requests = os.fdopen(to_child_w, "wb")
         self.answers = from_child_r
         self.timed_out = False
+        self.too_large = 0
 
     def ask(self, body: bytes, timeout: float) -> bytes | None:
-        """Relays one request; returns the answer's bytes, or None if the child timed out or died."""
+        """Relays one request; returns the answer's bytes, or None if the child timed out, died
+        or answered with more than :data:`MAX_ANSWER_BYTES` (then :meth:`end` says which)."""
         try:
             _send(self.requests, body)
         except (BrokenPipeError, OSError):
@@ -256,7 +313,11 @@ class _Child:
         head = self._read(8, deadline)
         if head is None:
             return None
-        return self._read(struct.unpack("<Q", head)[0], deadline)
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_ANSWER_BYTES:  # refuse before reading: the zygote's memory is the grader's
+            self.too_large = n
+            return None
+        return self._read(n, deadline)
 
     def _read(self, n: int, deadline: float) -> bytes | None:
         chunks, got = [], 0
@@ -272,39 +333,64 @@ class _Child:
         return b"".join(chunks)
 
     def end(self) -> dict:
-        """Kills the child (if it still runs) and says how it ended, as an answer."""
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(self.pid, 9)
-                break
-            except (ProcessLookupError, PermissionError):
-                pass
-        _, status = os.waitpid(self.pid, 0)
+        """Kills the child (if it still runs) and says how it ended, as the zygote's report."""
         try:
-            self.requests.close()
-        except OSError:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-        os.close(self.answers)
+        _, status, _ = os.wait4(self.pid, 0)
+        for close in (self.requests.close, lambda: os.close(self.answers)):
+            try:
+                close()
+            except OSError:
+                pass
+        tail = self._log_tail()
+        os.close(self.log)
+        code = os.waitstatus_to_exitcode(status)
         if self.timed_out:
             return {"status": "timeout", "message": "timed out"}
-        code = os.waitstatus_to_exitcode(status)
-        return {"status": "error", "died": True, "message": f"the process running your code died ({_how(code)})"}
+        if self.too_large:
+            return {"status": "error", "message": f"your result is too large to grade: "
+                                                  f"{format_bytes(self.too_large)} (the limit is "
+                                                  f"{format_bytes(MAX_ANSWER_BYTES)})"}
+        if code == SETUP_FAILED:
+            return {"status": "error", "sandbox_failed": True,
+                    "message": f"the grader could not sandbox your code: {tail}"}
+        if code == -signal.SIGXCPU:
+            return {"status": "timeout", "message": f"the CPU-time limit of {self.cpu_seconds} s for the "
+                                                    f"episode was exceeded (threads count too)"}
+        msg = f"the process running your code died ({_how(code)})"
+        if code == -signal.SIGKILL:
+            msg += " — the machine may have run out of memory"
+        return {"status": "error", "message": msg + (f"; its last output: {tail}" if tail else "")}
+
+    def _log_tail(self, limit: int = 400) -> str:
+        size = os.fstat(self.log).st_size
+        return os.pread(self.log, limit, max(0, size - limit)).decode(errors="replace")
 
 
-def _serve(target_dir: Path, inp, out) -> None:
+def _memory_answer(e: BaseException, memory: int) -> dict | None:
+    """The answer for an allocation that failed under the memory limit, or None for other errors."""
+    text = str(e)
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text:
+        return {"status": "error", "message": f"memory limit of {format_bytes(memory)} exceeded "
+                                              f"({type(e).__name__}: {text.splitlines()[0] if text else ''})"}
+    return None
+
+
+def _serve(src: Path, inp, out, memory: int) -> None:
     """The child's loop: import the target's modules and run probes on them."""
     from . import registry, targets
     from .grading import exception_answer
     from .probing import run_probe
     from .values import decode, encode
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    targets.load_package(target_dir)
+    targets.load_package(src)
     while (body := _receive_frame(inp)) is not None:
         req = decode(body)
         exercise_id = req.get("exercise")
         try:
-            module = targets.import_episode(target_dir, req["module"])
+            module = targets.import_episode(src, req["module"])
             if req["op"] == "import":
                 answer = {"status": "ok"}
             else:
@@ -313,7 +399,7 @@ def _serve(target_dir: Path, inp, out) -> None:
         except targets.TargetError as e:
             answer = {"status": "error", "message": str(e)}
         except BaseException as e:  # noqa: BLE001 - student code may raise anything, SystemExit included
-            answer = exception_answer(e, exercise_id, target_dir)
+            answer = _memory_answer(e, memory) or exception_answer(e, exercise_id, src)
         try:
             reply = encode(answer)
         except Exception as e:  # e.g. a result that cannot be serialised
@@ -322,21 +408,41 @@ def _serve(target_dir: Path, inp, out) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The zygote: imports what every check needs, then relays requests to a forked child."""
-    target_dir = Path(argv[0]).resolve()
-    allow_solutions = "--allow-solutions" in argv
-    # Keep the protocol pipes on private fds; student prints go to stderr.
+    """The waiter, then the zygote: namespaces first, then imports, then a child per episode.
+
+    ``argv[0]`` is the JSON settings of :class:`Worker`. The zygote's first frame is
+    ``{"status": "ready", "sandbox": {"applied": [...], "missing": {layer: why}}}``.
+    """
+    from . import sandbox
+
+    settings = json.loads(argv[0])
+    sandbox.die_with_parent()
+    if os.getppid() != settings["parent"]:
+        os._exit(3)  # the grader is already gone
+    missing = {}
+    layers = list(settings["layers"])
+    if "namespaces" in layers:
+        problem = sandbox.unshare_namespaces()
+        if problem is None:
+            _become_zygote_in_a_child()
+        else:
+            missing["namespaces"] = problem
+            layers.remove("namespaces")
+    # Keep the protocol pipes on private fds; the zygote's own output goes to the grader's log.
     inp = os.fdopen(os.dup(0), "rb")
     out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    if not allow_solutions:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grader's to handle
+    if not settings.get("allow_solutions"):
         sys.meta_path.insert(0, _BlockSolutions())
-        for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
-            del sys.modules[name]
+    found = sandbox.support(try_namespaces=False)
+    for layer in ("landlock", "seccomp"):
+        if layer in layers and found[layer]:
+            missing[layer] = found[layer]
+            layers.remove(layer)
 
     import torch
 
@@ -344,20 +450,51 @@ def main(argv: list[str]) -> None:
     from .values import decode, encode
 
     torch.set_num_threads(1)  # before any fork: no thread pool to inherit
-    _send(out, encode({"status": "ready"}))
+    torch.ones(2).sum()  # torch reads /proc/cpuinfo on first use: do it here, not in a confined child
+    for episode_id in settings.get("episodes", []):
+        registry.load_episode(episode_id)  # once here rather than in every child
+    gc.freeze()  # the children's garbage collector then leaves the zygote's objects (and their pages) alone
+    protected = [Path(p) for p in settings["protected"]] + [Path(settings["scratch"])]
+    settings.update(layers=layers, readable=sandbox.readable_paths([Path(__file__).resolve().parent], protected))
+    _send(out, encode({"status": "ready", "sandbox": {"applied": layers, "missing": missing,
+                                                      "landlock_abi": sandbox.landlock_abi()}}), ZYGOTE)
 
-    child = None
+    child, n = None, 0
     while (body := _receive_frame(inp)) is not None:
-        if child is None:
-            child = _Child(target_dir, (inp, out))
-        answer = child.ask(body, float(decode(body)["timeout"]))
-        if answer is None:  # timed out or died: report how; the next request forks afresh
-            answer = encode(child.end())
+        req = decode(body)
+        if child is not None and child.episode != req["episode"]:
+            child.end()  # a fresh child per episode: one episode cannot sabotage the next
             child = None
-        _send(out, answer)
+        if child is None:
+            n += 1
+            child = _Child(req["episode"], n, settings, (inp, out), int(req.get("cpu_seconds", 600)))
+        answer = child.ask(body, float(req["timeout"]))
+        if answer is None:  # timed out, died or too large: report how; the next request forks afresh
+            _send(out, encode(child.end()), ZYGOTE)
+            child = None
+        else:
+            _send(out, answer, CHILD)
     if child is not None:
         child.end()
     os._exit(0)  # nothing to clean up; tearing down torch would only keep the grader waiting
+
+
+def _become_zygote_in_a_child() -> None:
+    """Forks the zygote, pid 1 of the namespaces just entered; this process (the waiter) waits for it.
+
+    Returns only in the zygote.
+    """
+    from . import sandbox
+
+    pid = os.fork()
+    if pid == 0:
+        sandbox.die_with_parent()
+        return
+    for fd in (0, 1):
+        os.close(fd)  # only the zygote holds the grader's pipes, so the grader sees it end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _, status = os.waitpid(pid, 0)
+    os._exit(min(max(os.waitstatus_to_exitcode(status), 0), 255))
 
 
 if __name__ == "__main__":
