@@ -22,8 +22,21 @@ from pathlib import Path
 
 from . import registry, sandbox, targets
 
-COMMANDS = ("grade", "list", "sync", "fixtures", "notebooks")
 INI = Path(__file__).parent / "pytest.ini"
+
+# Every command, with the line `dsgrade --help` shows for it (order: students, instructors, maintainers).
+COMMANDS = {
+    "grade": "grade your exercises (or another target) against the reference (the default command)",
+    "list": "list episodes and exercises with their points and your last status",
+    "notebooks": "instructors: write an nbgrader course (one notebook per episode) from solutions/",
+    "release": "instructors: write the project students get: exercises, grader, public fixtures, no answers",
+    "batch": "instructors: grade a class in parallel: a JSON report per student, grades.csv, a class report",
+    "merge": "instructors: combine the outputs of `dsgrade batch --shard I/N` runs",
+    "gradescope": "instructors: write a Gradescope autograder zip",
+    "sync": "maintainers: regenerate exercises/ from solutions/",
+    "fixtures": "maintainers: record the reference outputs (for grading where solutions/ is not installed)",
+}
+NEEDS_SOLUTIONS = ("notebooks", "release", "batch", "gradescope", "sync", "fixtures")
 
 
 def run() -> None:
@@ -43,21 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "grade"
-    parser = _parser(command)
-    args = parser.parse_args(argv)
+    args = _parser(command).parse_args(argv)
     try:
-        if command == "grade":
-            return grade(selectors=args.selectors, target=args.target, seed=args.seed, json_path=args.json,
-                         verbose=args.verbose, exitfirst=args.exitfirst, timeout=args.timeout,
-                         fixtures=args.fixtures, junitxml=args.junitxml, sandbox_mode=args.sandbox,
-                         memory=args.memory)
-        if command == "list":
-            return list_exercises(target=args.target)
-        if command == "sync":
-            return sync(force=args.force, check=args.check)
-        if command == "notebooks":
-            return notebooks(course_dir=Path(args.course_dir), seed=args.seed)
-        return record(path=Path(args.file), seed=args.seed)
+        if command in NEEDS_SOLUTIONS and not targets.SOLUTIONS_DIR.is_dir():
+            raise targets.TargetError(f"'dsgrade {command}' needs the course's solutions/, which a student "
+                                      "release does not have")
+        return _RUN[command](args)
     except targets.TargetError as e:
         print(f"dsgrade: {e}", file=sys.stderr)
         return 2
@@ -66,47 +70,100 @@ def main(argv: list[str] | None = None) -> int:
 def _parser(command: str) -> argparse.ArgumentParser:
     from .plugin import DEFAULT_SEED, DEFAULT_TIMEOUT
 
+    epilog = None
+    if command == "grade":
+        width = max(map(len, COMMANDS))
+        epilog = "commands:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
+        epilog += "\n\n'dsgrade COMMAND --help' describes each."
     p = argparse.ArgumentParser(prog=f"dsgrade {command}" if command != "grade" else "dsgrade",
-                                description=_DESCRIPTIONS[command])
+                                description=COMMANDS[command][0].upper() + COMMANDS[command][1:] + ".",
+                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     if command in ("grade", "list"):
         p.add_argument("--target", default="exercises",
                        help="exercises (default), solutions, or a folder of epNN_*.py files")
     if command == "grade":
         p.add_argument("selectors", nargs="*", metavar="EPISODE_OR_EXERCISE",
                        help="e.g. ep05 or ep05.scaled_dot_product_attention (default: everything)")
-        p.add_argument("--json", metavar="FILE", help="write the dsgrade/1 JSON report to FILE")
-        p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the inputs (default %(default)s)")
-        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    if command in ("grade", "batch", "gradescope", "fixtures", "notebooks", "release"):
+        p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help="seed of the checks' inputs (default %(default)s); instructors: pick one students "
+                            "do not know for the hidden checks")
+    if command in ("grade", "batch"):
+        p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                        help="seconds each check may take (default %(default)s)")
-        p.add_argument("--fixtures", metavar="FILE", help="expected outputs recorded by 'dsgrade fixtures'")
-        p.add_argument("--junitxml", metavar="FILE", help="also write a JUnit XML report")
         p.add_argument("--sandbox", choices=sandbox.MODES, default="auto",
                        help="auto (default): run student code in the OS sandbox where this machine has one; "
                             "strict: refuse to grade without it; off: no sandbox")
         p.add_argument("--memory", type=parse_size, default=sandbox.DEFAULT_MEMORY, metavar="SIZE",
                        help="memory student code may allocate per episode, e.g. 512M or 4G (default 2G)")
+    if command == "grade":
+        p.add_argument("--json", metavar="FILE",
+                       help="write the dsgrade/1 JSON report to FILE ('-': to standard output, the table to stderr)")
+        p.add_argument("--fixtures", metavar="FILE", help="expected outputs recorded by 'dsgrade fixtures'")
+        p.add_argument("--junitxml", metavar="FILE", help="also write a JUnit XML report")
         p.add_argument("-v", "--verbose", action="store_true", help="show passing checks and every failure")
         p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing check")
+    if command == "batch":
+        p.add_argument("submissions", metavar="SUBMISSIONS_DIR",
+                       help="one entry per student: a folder of epNN_*.py files, a .zip of them, or nbgrader's "
+                            "submitted/<student>/<assignment>/ folders")
+        p.add_argument("--out", required=True, metavar="OUT_DIR", help="where the reports go")
+        p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="students graded at once "
+                                                                             "(default: the number of cores)")
+        p.add_argument("--submission-timeout", type=positive_seconds, default=600.0, metavar="S",
+                       help="seconds one submission may take in all (default %(default)s)")
+        p.add_argument("--shard", type=parse_shard, metavar="I/N",
+                       help="grade only the I-th of N equal shares of the students (for a Slurm array, a "
+                            "Kubernetes indexed Job …); combine the outputs with 'dsgrade merge'")
+        p.add_argument("--resume", action="store_true", help="keep the reports already in OUT_DIR")
+    if command == "merge":
+        p.add_argument("shards", nargs="+", metavar="SHARD_OUT_DIR", help="the --out folders of the shards")
+        p.add_argument("--out", required=True, metavar="OUT_DIR", help="where the combined outputs go")
     if command == "sync":
         p.add_argument("--force", action="store_true", help="overwrite exercise files you have edited")
         p.add_argument("--check", action="store_true", help="change nothing; exit 1 if exercises/ is stale")
     if command == "fixtures":
         p.add_argument("file", help="where to write the recorded reference outputs")
-        p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     if command == "notebooks":
         p.add_argument("course_dir", metavar="COURSE_DIR", help="the nbgrader course directory to write")
-        p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                       help="seed of the hidden checks' inputs (default %(default)s)")
+    if command == "release":
+        p.add_argument("out_dir", metavar="OUT_DIR", help="a new folder for the student project")
+    if command == "gradescope":
+        p.add_argument("zip", metavar="OUT.zip", help="the autograder zip to write")
+    if command in ("batch", "gradescope"):  # after the command's own positional arguments
+        p.add_argument("selectors", nargs="*", metavar="EPISODE", help="e.g. ep05 (default: every episode)")
     return p
 
 
-_DESCRIPTIONS = {
-    "grade": "Grade your exercises (or another target) against the reference.",
-    "list": "List episodes and exercises with their points and your last status.",
-    "sync": "Maintainers: regenerate exercises/ from solutions/.",
-    "fixtures": "Maintainers: record the reference outputs for a release without solutions/.",
-    "notebooks": "Instructors: write an nbgrader course (one notebook per episode) from solutions/.",
-}
+def positive_seconds(text: str) -> float:
+    """A ``--timeout``: a number of seconds greater than 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
+    return seconds
+
+
+def output_problem(option: str, path: str | None) -> str | None:
+    """Why a report cannot be written to ``path`` (checked before grading, not after), or None."""
+    if path is None or path == "-" and option == "--json":
+        return None
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        return f"{option} {path}: there is no folder {folder}"
+    if Path(path).is_dir():
+        return f"{option} {path}: that is a folder; name a file"
+    return None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N``: shard I (1-based) of N."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shard I/N with 1 ≤ I ≤ N, e.g. 2/8")
+    return int(m.group(1)), int(m.group(2))
 
 
 def parse_size(text: str) -> int:
@@ -122,12 +179,13 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * 1024 ** "bkmgt".index(m.group(2) or "b"))
 
 
-def _console():
+def _console(stderr: bool = False):
     """A terminal's own width; 160 columns in logs and pipes (instead of rich's 80), unless $COLUMNS says."""
     from rich.console import Console
 
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-    return Console(highlight=False, width=width)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    return Console(highlight=False, width=width, stderr=stderr)
 
 
 def check_selectors(selectors: list[str]) -> str | None:
@@ -164,9 +222,11 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
     from .plugin import grader_of
     from .report import build_report, render
 
-    console = console or _console()
+    to_stdout = json_path == "-"
+    console = console or _console(stderr=to_stdout)
     targets.resolve(target)
-    problem = check_selectors(selectors)
+    problem = (check_selectors(selectors) or output_problem("--json", json_path)
+               or output_problem("--junitxml", junitxml))
     missing = sandbox.missing_layers(sandbox_mode)
     if sandbox_mode == "strict" and missing:
         problem = sandbox.refusal(missing)
@@ -180,7 +240,7 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
         args += ["--dsgrade-select", sel]
     if fixtures:
         args += ["--dsgrade-fixtures", fixtures]
-    if json_path:
+    if json_path and not to_stdout:
         args += ["--dsgrade-json", json_path]
     if junitxml:
         args += ["--junitxml", junitxml]
@@ -188,11 +248,15 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
         args.append("-x")
     catcher = _ConfigCatcher()
     code = pytest.main(args, plugins=[catcher])
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return 2  # pytest has printed the one line that says why
     if catcher.config is None or code not in (0, 1):
         print(f"dsgrade: the grader could not run (pytest exit status {int(code)})", file=sys.stderr)
         return 2
     report = build_report(grader_of(catcher.config))
     render(report, console, verbose=verbose)
+    if to_stdout:
+        sys.stdout.write(report.to_json_text())
     _save_last(report)
     if report.internal_errors:
         return 2
@@ -289,3 +353,74 @@ def notebooks(*, course_dir: Path, seed: int = 1234) -> int:
         print(f"kept     {course_dir / CONFIG_FILE} (yours: it is written only when missing)")
     print(f"{len(written)} written; next: cd {course_dir} && nbgrader generate_assignment EPISODE")
     return 0
+
+
+def release(*, out_dir: Path, seed: int = 1234) -> int:
+    """Writes the student project (see :mod:`autograder.release`)."""
+    from .release import ReleaseError, build_release
+
+    try:
+        files = build_release(out_dir, seed)
+    except ReleaseError as e:
+        raise targets.TargetError(str(e)) from None
+    print(f"wrote {len(files)} files in {out_dir}: exercises/, the grader, public fixtures (seed {seed}), README.md")
+    print(f"students: pip install torch==2.13.0 && pip install -e {out_dir} && dsgrade")
+    return 0
+
+
+def episodes_of(selectors: list[str]) -> list[str]:
+    """The episodes named (course order), or all of them; raises TargetError for an unknown one."""
+    problem = check_selectors([s for s in selectors if "." not in s]) or (
+        "name episodes here (ep05), not exercises" if any("." in s for s in selectors) else None)
+    if problem:
+        raise targets.TargetError(problem)
+    return [e for e in registry.episode_ids() if not selectors or e in selectors]
+
+
+def batch(args) -> int:
+    """Grades a class (see :mod:`autograder.batch`)."""
+    from .batch import run_batch
+
+    submissions = Path(args.submissions)
+    if not submissions.is_dir():
+        raise targets.TargetError(f"SUBMISSIONS_DIR {submissions}: no such folder")
+    missing = sandbox.missing_layers(args.sandbox)
+    if args.sandbox == "strict" and missing:
+        raise targets.TargetError(sandbox.refusal(missing))
+    console = _console(stderr=True)
+    code = run_batch(submissions, Path(args.out), jobs=args.jobs, seed=args.seed, timeout=args.timeout,
+                     submission_timeout=args.submission_timeout, sandbox_mode=args.sandbox, memory=args.memory,
+                     episodes=episodes_of(args.selectors), shard=args.shard, resume=args.resume, console=console)
+    print(f"wrote {args.out}/grades.csv, {args.out}/report.html and one <student>.json per student")
+    return code
+
+
+def merge(args) -> int:
+    from .batch import merge as do_merge
+
+    code = do_merge([Path(d) for d in args.shards], Path(args.out))
+    print(f"wrote {args.out}/grades.csv and {args.out}/report.html")
+    return code
+
+
+def gradescope(args) -> int:
+    from .gradescope import build_zip
+
+    build_zip(Path(args.zip), seed=args.seed, episodes=episodes_of(args.selectors))
+    print(f"wrote {args.zip}: upload it as the assignment's autograder (Gradescope: Configure Autograder → zip)")
+    return 0
+
+
+_RUN = {
+    "grade": lambda a: grade(selectors=a.selectors, target=a.target, seed=a.seed, json_path=a.json,
+                             verbose=a.verbose, exitfirst=a.exitfirst, timeout=a.timeout, fixtures=a.fixtures,
+                             junitxml=a.junitxml, sandbox_mode=a.sandbox, memory=a.memory),
+    "list": lambda a: list_exercises(target=a.target),
+    "sync": lambda a: sync(force=a.force, check=a.check),
+    "fixtures": lambda a: record(path=Path(a.file), seed=a.seed),
+    "notebooks": lambda a: notebooks(course_dir=Path(a.course_dir), seed=a.seed),
+    "release": lambda a: release(out_dir=Path(a.out_dir), seed=a.seed),
+    "batch": batch,
+    "merge": merge,
+    "gradescope": gradescope,
+}

@@ -14,7 +14,8 @@
 * ``with when_implemented():`` lets a plot cell run before the exercises it draws are done.
 
 The reference (see :func:`reference`): recorded fixtures when ``$DSGRADE_FIXTURES``
-names a file, else the live ``solutions`` package when it is importable (the
+names a file, else the public fixtures of a student release (``dsgrade release``), else
+the live ``solutions`` package when it is importable (the
 repo, an instructor's machine: hidden checks need it), else an error that says so.
 """
 
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from . import registry
 from .grading import grade_locally
-from .reference import FixtureReference, LiveReference
+from .reference import LiveReference, choose_reference
 
 FIXTURES_ENV = "DSGRADE_FIXTURES"
 DEFAULT_SEED = 1234  # = plugin.DEFAULT_SEED (not imported: a kernel need not load pytest); a test checks it
@@ -51,8 +52,10 @@ def reference():
 
 @functools.lru_cache(maxsize=None)
 def _reference(fixtures: str | None):
-    if fixtures:
-        return FixtureReference(Path(fixtures))
+    from .reference import PACKAGED_FIXTURES
+
+    if fixtures or PACKAGED_FIXTURES.exists():  # a named file, or a student release's public fixtures
+        return choose_reference(fixtures)
     if importlib.util.find_spec("solutions") is None:
         raise RuntimeError(f"no reference to check against: the course's solutions are not installed; set "
                            f"{FIXTURES_ENV} to the fixtures file of your course (recorded with 'dsgrade fixtures')")
@@ -92,6 +95,9 @@ def check(exercise_id: str, obj, *, hidden: bool = False, seed: int | None = Non
     impl = types.SimpleNamespace(**(sys._getframe(1).f_globals if namespace is None else namespace))
     setattr(impl, exercise.name, obj)
     ref = reference()
+    if hidden and getattr(ref, "public_only", False):
+        raise RuntimeError(f"the hidden checks of {exercise_id} are graded by your instructor; this copy of "
+                           "the course has the expected outputs of the public checks only")
     seed = getattr(ref, "seed", DEFAULT_SEED) if seed is None else seed
     chosen = dataclasses.replace(exercise, checks=[c for c in exercise.checks if c.hidden == hidden])
     with _quiet() as stderr:

@@ -16,7 +16,7 @@ import pytest
 
 from . import registry, sandbox, targets
 from .grading import CheckRecord, evaluate, record_for
-from .reference import FixtureReference, LiveReference, ReferenceFailure
+from .reference import ReferenceFailure, choose_reference
 from .submission import copy_submission, new_scratch, remove_tree
 from .worker import Worker, WorkerError
 
@@ -80,7 +80,14 @@ def pytest_collection_modifyitems(session, config, items):
         if dropped:
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
-    grader_of(config).selected = [(it.check, it.case) for it in items if isinstance(it, CheckItem)]
+    grader = grader_of(config)
+    if getattr(grader.reference, "public_only", False):  # a student release: hidden checks are not run
+        hidden = [it for it in items if isinstance(it, CheckItem) and it.check.hidden]
+        if hidden:
+            config.hook.pytest_deselected(items=hidden)
+        grader.instructor_checks = [(it.check, it.case) for it in hidden]
+        items[:] = [it for it in items if not (isinstance(it, CheckItem) and it.check.hidden)]
+    grader.selected = [(it.check, it.case) for it in items if isinstance(it, CheckItem)]
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -166,28 +173,38 @@ class Grader:
         memory: Bytes student code may allocate per episode.
         protected: Paths student code must not read besides the built-in ones (fixtures, reports).
         episodes: Ids of the episodes that will be graded (the worker loads their checks once).
+        worker: A worker to share (a batch grades many submissions with one), else the grader starts
+            its own with the settings above.
     """
 
     def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference,
-                 sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY, protected=(), episodes=()):
+                 sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY, protected=(), episodes=(),
+                 worker: Worker | None = None):
         self.target, self.target_dir = target, target_dir
         self.seed, self.timeout, self.reference = seed, timeout, reference
         self.sandbox_mode, self.memory = sandbox_mode, memory
         self.missing = sandbox.missing_layers(sandbox_mode)
         if sandbox_mode == "strict" and self.missing:
             raise SandboxUnavailable(sandbox.refusal(self.missing))
+        recorded = getattr(reference, "seed", seed)
+        if recorded != seed:
+            raise targets.TargetError(f"the expected outputs were recorded with --seed {recorded}; "
+                                      f"grade with that seed (--seed {recorded})")
         self.records: dict[str, CheckRecord] = {}
         self.selected: list = []
+        self.instructor_checks: list = []  # in a student release: hidden checks, graded by the instructor
         self.internal_errors: list[str] = []
         self._imports: dict[str, dict | None] = {}
         self._cpu_seconds: dict[str, int] = {}
-        self.scratch = new_scratch()
-        self.submission = copy_submission(target_dir, self.scratch / "src", fill_from=targets.EXERCISES_DIR)
-        layers = [] if sandbox_mode == "off" else [layer for layer in sandbox.LAYERS if layer not in self.missing]
-        self.worker = Worker(self.scratch, {
-            "layers": layers, "memory": memory, "allow_solutions": target_dir == targets.SOLUTIONS_DIR,
-            "episodes": list(episodes),
-            "protected": [str(p) for p in [*_always_protected(), target_dir, *protected]]})
+        self.own_worker = worker is None
+        self.worker = worker or Worker(worker_config(sandbox_mode, memory, [target_dir, *protected], episodes,
+                                                     allow_solutions=target_dir == targets.SOLUTIONS_DIR))
+        self.scratch = new_scratch(self.worker.root)
+        try:
+            self.submission = copy_submission(target_dir, self.scratch / "src", fill_from=targets.EXERCISES_DIR)
+        except OSError as e:
+            self.close()
+            raise targets.TargetError(f"target {target!r}: cannot read {target_dir}: {e.strerror}") from None
 
     @classmethod
     def from_config(cls, config) -> "Grader":
@@ -197,13 +214,19 @@ class Grader:
         except targets.TargetError as e:
             raise pytest.UsageError(str(e)) from None
         fixtures = config.getoption("--dsgrade-fixtures")
-        reference = FixtureReference(Path(fixtures)) if fixtures else LiveReference()
+        try:
+            reference = choose_reference(fixtures)
+        except (OSError, ValueError) as e:
+            raise pytest.UsageError(f"--fixtures {fixtures}: cannot read it ({e})") from None
         outputs = [config.getoption("--dsgrade-json"), getattr(config.option, "xmlpath", None), fixtures]
         selectors = config.getoption("--dsgrade-select")
         episodes = dict.fromkeys(s.split(".")[0] for s in selectors) if selectors else registry.episode_ids()
-        return cls(target, target_dir, config.getoption("--dsgrade-seed"), config.getoption("--dsgrade-timeout"),
-                   reference, config.getoption("--dsgrade-sandbox"), config.getoption("--dsgrade-memory"),
-                   [Path(p).resolve() for p in outputs if p], list(episodes))
+        try:
+            return cls(target, target_dir, config.getoption("--dsgrade-seed"), config.getoption("--dsgrade-timeout"),
+                       reference, config.getoption("--dsgrade-sandbox"), config.getoption("--dsgrade-memory"),
+                       [Path(p).resolve() for p in outputs if p], list(episodes))
+        except targets.TargetError as e:
+            raise pytest.UsageError(str(e)) from None
 
     def sandbox_summary(self) -> dict:
         """What protected the run, for the report: mode, layers applied, what was missing and why."""
@@ -213,9 +236,11 @@ class Grader:
                 "landlock_abi": ready.get("landlock_abi"), "memory_limit": self.memory}
 
     def close(self) -> None:
-        """Stops the worker and removes the scratch folder."""
-        self.worker.stop(grace=2.0)
-        remove_tree(self.scratch)
+        """Removes the scratch folder, and stops the worker if it is this grader's own."""
+        if self.own_worker:
+            self.worker.close()
+        else:
+            remove_tree(self.scratch)
 
     def grade(self, check, c) -> CheckRecord:
         """Runs one check on the target and records the outcome (always: a check is never left ungraded)."""
@@ -246,7 +271,7 @@ class Grader:
             n = sum(1 for chk, _ in self.selected if chk.exercise.episode is episode)
             self._cpu_seconds[episode.id] = int(self.timeout * (n + 1) + 10)
         return {"op": op, "episode": episode.id, "module": episode.module, "exercise": check.exercise.id,
-                "cpu_seconds": self._cpu_seconds[episode.id], **fields}
+                "scratch": str(self.scratch), "cpu_seconds": self._cpu_seconds[episode.id], **fields}
 
     def _probe(self, check, c, seed) -> dict:
         request = self._request(check, "probe", item=check.item_id(c), seed=seed,
@@ -292,6 +317,19 @@ class Grader:
         if e.kind == "timeout" and str(e) == "timed out":
             return f"timed out after {self.timeout:g} s — {likely}"
         return str(e)
+
+
+def worker_config(sandbox_mode: str, memory: int, protected, episodes, allow_solutions: bool = False) -> dict:
+    """The settings of a :class:`~autograder.worker.Worker` (see there) for a sandbox mode.
+
+    Args:
+        protected: Paths no child may read, besides the reference, the repository's history
+            and the grader's state (always protected).
+    """
+    missing = sandbox.missing_layers(sandbox_mode)
+    layers = [] if sandbox_mode == "off" else [layer for layer in sandbox.LAYERS if layer not in missing]
+    return {"layers": layers, "memory": memory, "allow_solutions": allow_solutions, "episodes": list(episodes),
+            "protected": [str(p) for p in [*_always_protected(), *protected]]}
 
 
 def _always_protected() -> list[Path]:

@@ -15,6 +15,19 @@ from pathlib import Path
 from .values import decode, encode
 
 
+PACKAGED_FIXTURES = Path(__file__).with_name("public_fixtures.bin")  # present only in a student release
+
+
+def choose_reference(fixtures: str | None = None):
+    """Where expected outputs come from: a fixtures file if one is named, else the public fixtures a
+    student release ships with, else the live ``solutions/`` package."""
+    if fixtures:
+        return FixtureReference(Path(fixtures))
+    if PACKAGED_FIXTURES.exists():
+        return FixtureReference(PACKAGED_FIXTURES)
+    return LiveReference()
+
+
 class ReferenceFailure(Exception):
     """The reference itself failed: a bug in the course, not in the student's code."""
 
@@ -77,13 +90,21 @@ _CRASHED = _Crashed()
 
 
 class FixtureReference:
-    """Expected outputs read from a fixtures file (one seed, recorded from ``solutions/``)."""
+    """Expected outputs read from a fixtures file (one seed, recorded from ``solutions/``).
 
-    def __init__(self, path: Path):
+    Args:
+        path: The file written by :func:`record_fixtures`.
+        fallback: Where the outputs of misconception variants come from when the file holds
+            none (a batch records only the expected values and computes variants on demand).
+    """
+
+    def __init__(self, path: Path, fallback=None):
         body = Path(path).read_bytes()
         data = decode(body, max_header=len(body))  # the course's own file: its header may be large
         self.seed = data["seed"]
+        self.public_only = bool(data.get("public_only"))  # a student release: no hidden check is in it
         self._entries = data["items"]
+        self._fallback = fallback
 
     def _entry(self, check, c, seed):
         entry = self._entries.get(check.item_id(c))
@@ -100,11 +121,22 @@ class FixtureReference:
         return self._entry(check, c, seed)["expected"]
 
     def misconception(self, misconception, check, c, seed: int):
-        return self._entry(check, c, seed)["misconceptions"].get(misconception.name, _CRASHED)
+        entry = self._entry(check, c, seed)
+        if "misconceptions" not in entry and self._fallback is not None:
+            return self._fallback.misconception(misconception, check, c, seed)
+        return entry.get("misconceptions", {}).get(misconception.name, _CRASHED)
 
 
-def record_fixtures(episodes, seed: int, path: Path) -> int:
-    """Runs every check (and misconception) on ``solutions/`` and writes the results.
+def record_fixtures(episodes, seed: int, path: Path, *, public_only: bool = False,
+                    misconceptions: bool = True) -> int:
+    """Runs the checks (and misconceptions) on ``solutions/`` and writes the results.
+
+    Args:
+        episodes: The episodes to record.
+        seed: The session seed.
+        path: Where to write.
+        public_only: Record public checks only (a student release holds no hidden values).
+        misconceptions: Also record the outputs of the misconception variants (for hints).
 
     Returns:
         int: The number of checks recorded.
@@ -116,16 +148,16 @@ def record_fixtures(episodes, seed: int, path: Path) -> int:
     for ep in episodes:
         for ex in ep.exercises:
             for check in ex.checks:
+                if public_only and check.hidden:
+                    continue
                 for c in check.cases:
                     s = item_seed(seed, check.item_id(c))
-                    mis = {}
-                    for m in ex.misconceptions:
-                        out = live.misconception(m, check, c, s)
-                        if out is not _CRASHED:
-                            mis[m.name] = out
-                    items[check.item_id(c)] = {"seed": s, "given": live.given(check, c, s),
-                                               "expected": live.expected(check, c, s), "misconceptions": mis}
-    Path(path).write_bytes(encode({"seed": seed, "items": items}))
+                    entry = {"seed": s, "given": live.given(check, c, s), "expected": live.expected(check, c, s)}
+                    if misconceptions:
+                        outputs = {m.name: live.misconception(m, check, c, s) for m in ex.misconceptions}
+                        entry["misconceptions"] = {k: v for k, v in outputs.items() if v is not _CRASHED}
+                    items[check.item_id(c)] = entry
+    Path(path).write_bytes(encode({"seed": seed, "public_only": public_only, "items": items}))
     return len(items)
 
 

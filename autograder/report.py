@@ -88,6 +88,7 @@ class Report:
     internal_errors: list[str] = field(default_factory=list)
     sandbox: dict = field(default_factory=dict)  # what protected the run (Grader.sandbox_summary)
     submission: Submission | None = None  # the copy that was graded: refused files, lines of stubs
+    instructor_points: dict[str, float] = field(default_factory=dict)  # a release: exercise → hidden points
 
     @property
     def exercises(self) -> list[ExerciseResult]:
@@ -110,6 +111,8 @@ class Report:
             "seed": self.seed,
             "sandbox": self.sandbox,
             "refused_files": dict(self.submission.refused) if self.submission else {},
+            **({"instructor_graded": {"points": sum(self.instructor_points.values()),
+                                      "exercises": self.instructor_points}} if self.instructor_points else {}),
             "score": self.score,
             "max_score": self.max_score,
             "episodes": [{"id": ep.id, "title": ep.title, "video": ep.video, "score": ep.score,
@@ -147,8 +150,11 @@ def build_report(grader) -> Report:
         record = grader.records.get(check.item_id(c)) or record_for(
             check, c, "failed", "not graded: the session stopped before this check (-x or an interruption)")
         exercises[ex.id].checks.append(record)
+    hidden: dict[str, float] = {}
+    for check, _c in grader.instructor_checks:
+        hidden[check.exercise.id] = hidden.get(check.exercise.id, 0.0) + check.points
     return Report(grader.target, grader.target_dir, grader.seed, list(episodes.values()),
-                  list(grader.internal_errors), grader.sandbox_summary(), grader.submission)
+                  list(grader.internal_errors), grader.sandbox_summary(), grader.submission, hidden)
 
 
 # --- terminal ------------------------------------------------------------------------------
@@ -193,13 +199,19 @@ def render(report: Report, console, verbose: bool = False, max_checks: int = 3) 
 
     table = Table(title=f"dsgrade — target {report.target} ({_display_path(report.target_dir)}), seed {report.seed}",
                   title_justify="left", show_edge=False, pad_edge=False)
+    hidden = {}
+    for ex_id, points in report.instructor_points.items():
+        hidden[ex_id.split(".")[0]] = hidden.get(ex_id.split(".")[0], 0.0) + points
     table.add_column("episode")
     table.add_column("title", overflow="fold")
-    table.add_column("score", justify="right")
+    table.add_column("public score" if hidden else "score", justify="right")
+    if hidden:
+        table.add_column("hidden (instructor)", justify="right")
     table.add_column("status")
     for ep in report.episodes:
         style = _STYLE[ep.status]
-        table.add_row(ep.id, ep.title, f"{ep.score:g}/{ep.max_score:g}",
+        extra = [f"{hidden.get(ep.id, 0):g} pts"] if hidden else []
+        table.add_row(ep.id, ep.title, f"{ep.score:g}/{ep.max_score:g}", *extra,
                       f"[{style}]{_SYMBOL[ep.status]} {ep.status.replace('_', ' ')}[/]")
     console.print(table)
     note = _sandbox_note(report)
@@ -259,6 +271,8 @@ def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> No
     style = _STYLE[ex.status]
     where = stub_location(report, ep.module, ex.id)
     head = f"[{style}]{_SYMBOL[ex.status]} {ex.id}[/] {ex.score:g}/{ex.max_score:g} {ex.status.replace('_', ' ')}"
+    if ex.id in report.instructor_points:
+        head += f" [dim](+{report.instructor_points[ex.id]:g} hidden points, graded by your instructor)[/]"
     failing = [c for c in ex.checks if not c.passed]
     messages = {c.message for c in failing}
     if ex.status == "not_implemented" and len(messages) == 1 and not verbose:  # one line: nothing to explain
@@ -290,6 +304,10 @@ def summary_line(report: Report) -> str:
     n = len(report.exercises)
     passed = sum(1 for ex in report.exercises if ex.status == "passed")
     pct = 100 * report.score / report.max_score if report.max_score else 0.0
+    if report.instructor_points:  # a student release: the hidden checks are not run here
+        hidden = sum(report.instructor_points.values())
+        return (f"[bold]public checks: {report.score:g}/{report.max_score:g} ({pct:.0f}%)[/]; hidden checks: "
+                f"{hidden:g} points graded by your instructor — {passed} of {n} exercises pass their public checks")
     return (f"[bold]score {report.score:g}/{report.max_score:g} ({pct:.0f}%)[/] — "
             f"{passed} of {n} exercises passed, {len(report.episodes)} episodes graded")
 

@@ -68,9 +68,13 @@ class _Refused(Exception):
     """A file that is not copied; the message says what it is."""
 
 
-def new_scratch() -> Path:
-    """A fresh scratch folder (mode 0700) with its ``src``, ``work`` and ``logs`` folders."""
-    root = Path(tempfile.mkdtemp(prefix="dsgrade-"))
+def new_scratch(parent: Path | None = None) -> Path:
+    """A fresh scratch folder (mode 0700) with its ``src``, ``work`` and ``logs`` folders.
+
+    Args:
+        parent: The folder to make it in (a worker's own folder), else the system's temporary folder.
+    """
+    root = Path(tempfile.mkdtemp(prefix="dsgrade-", dir=parent))
     for name in ("src", "work", "logs"):
         (root / name).mkdir()
     return root

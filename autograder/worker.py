@@ -57,17 +57,21 @@ class WorkerError(Exception):
 
 
 class Worker:
-    """Parent-side handle on one worker (restarted on demand).
+    """Parent-side handle on one worker (restarted on demand), which may serve many submissions.
+
+    Each request names the scratch folder (:func:`autograder.submission.new_scratch`, made inside
+    :attr:`root`) of the submission it is about; the zygote forks a fresh child for every
+    episode of every submission.
 
     Args:
-        scratch: The scratch folder (:func:`autograder.submission.new_scratch`) holding the copy.
         config: What the worker needs: ``layers`` (sandbox layers to apply), ``memory``
-            (bytes), ``protected`` (paths no child may read), ``allow_solutions``.
+            (bytes), ``protected`` (paths no child may read), ``allow_solutions``, ``episodes``
+            (whose checks to load once).
     """
 
-    def __init__(self, scratch: Path, config: dict):
-        self.scratch = Path(scratch)
-        self.config = dict(config, scratch=str(self.scratch), parent=os.getpid())
+    def __init__(self, config: dict):
+        self.root = Path(tempfile.mkdtemp(prefix="dsgrade-worker-"))  # the scratch folders live in here
+        self.config = dict(config, root=str(self.root), parent=os.getpid())
         self.proc: subprocess.Popen | None = None
         self.sandbox: dict | None = None  # what the zygote applies, from its last "ready" report
         self._ready = False
@@ -82,11 +86,11 @@ class Worker:
         # Nothing of the grader's environment (tokens, DSGRADE_FIXTURES) reaches student code.
         env = {k: v for k, v in os.environ.items() if k in ENV_KEPT}
         package_parent = str(Path(__file__).resolve().parent.parent)  # so `-m autograder.worker` resolves
-        env.update(PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", HOME=str(self.scratch / "work"),
+        env.update(PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", HOME=str(self.root),
                    PYTHONPATH=os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")])))
         # Own session: a Ctrl-C in the terminal reaches the grader, which then stops the worker.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=env, start_new_session=True, cwd=str(self.scratch / "work"))
+                                     env=env, start_new_session=True, cwd=str(self.root))
         self._ready = False
 
     def wait_ready(self) -> dict:
@@ -212,6 +216,13 @@ class Worker:
             self._log.close()
         self.proc, self._log, self._ready = None, None, False
 
+    def close(self) -> None:
+        """Stops the worker for good and removes its folder, with every scratch folder in it."""
+        from .submission import remove_tree
+
+        self.stop(grace=2.0)
+        remove_tree(self.root)
+
 
 # --- the worker processes -----------------------------------------------------------------
 
@@ -253,21 +264,23 @@ class _Child:
 
     Args:
         episode: The episode it serves.
-        n: A serial number (for its scratch folder and log).
+        scratch: The scratch folder of the submission (its ``src`` is imported).
+        n: A serial number (for its writable folder and log).
         settings: The zygote's settings (see :func:`main`).
         parent_pipes: The zygote's pipes to the grader, closed in the child.
+        cpu_seconds: CPU time the child may use in all.
     """
 
-    def __init__(self, episode: str, n: int, settings: dict, parent_pipes: tuple, cpu_seconds: int):
+    def __init__(self, episode: str, scratch: Path, n: int, settings: dict, parent_pipes: tuple, cpu_seconds: int):
         from . import sandbox
 
-        scratch = Path(settings["scratch"])
         work = scratch / "work" / f"{episode}-{n}"
         work.mkdir(mode=0o700)
         self.log = os.open(scratch / "logs" / f"{episode}-{n}.log", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         policy = sandbox.Policy(settings["readable"] + [str(scratch / "src")], str(work),
                                 settings["memory"], cpu_seconds)
-        self.episode, self.cpu_seconds, self.memory = episode, cpu_seconds, settings["memory"]
+        self.serves = (episode, str(scratch))
+        self.cpu_seconds, self.memory = cpu_seconds, settings["memory"]
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.pid = os.fork()
@@ -454,7 +467,7 @@ def main(argv: list[str]) -> None:
     for episode_id in settings.get("episodes", []):
         registry.load_episode(episode_id)  # once here rather than in every child
     gc.freeze()  # the children's garbage collector then leaves the zygote's objects (and their pages) alone
-    protected = [Path(p) for p in settings["protected"]] + [Path(settings["scratch"])]
+    protected = [Path(p) for p in settings["protected"]] + [Path(settings["root"])]
     settings.update(layers=layers, readable=sandbox.readable_paths([Path(__file__).resolve().parent], protected))
     _send(out, encode({"status": "ready", "sandbox": {"applied": layers, "missing": missing,
                                                       "landlock_abi": sandbox.landlock_abi()}}), ZYGOTE)
@@ -462,12 +475,13 @@ def main(argv: list[str]) -> None:
     child, n = None, 0
     while (body := _receive_frame(inp)) is not None:
         req = decode(body)
-        if child is not None and child.episode != req["episode"]:
+        if child is not None and child.serves != (req["episode"], req["scratch"]):
             child.end()  # a fresh child per episode: one episode cannot sabotage the next
             child = None
         if child is None:
             n += 1
-            child = _Child(req["episode"], n, settings, (inp, out), int(req.get("cpu_seconds", 600)))
+            child = _Child(req["episode"], Path(req["scratch"]), n, settings, (inp, out),
+                           int(req.get("cpu_seconds", 600)))
         answer = child.ask(body, float(req["timeout"]))
         if answer is None:  # timed out, died or too large: report how; the next request forks afresh
             _send(out, encode(child.end()), ZYGOTE)
