@@ -4,9 +4,9 @@ import importlib
 
 import torch
 
-from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, noncontiguous, randn
 from ..registry import Episode, case
+from .ep04 import SOFTMAX_IN_FLOAT32
 from .ep16 import config
 
 EPISODE = Episode("ep17", "How DeepSeek Implemented Latent Attention (MLA + RoPE)",
@@ -72,9 +72,6 @@ def _(cfg):
 # --- MLA -------------------------------------------------------------------------------------------
 
 mla = EPISODE.exercise("MLA", method="forward")
-
-# A float64 MLA still normalises in float32 (ep02's RMSNorm), so float64 is checked for dtype handling only.
-FLOAT64_LOOSE = {"float64": Tolerance(1e-6, 1e-5)}
 
 
 def rope_table(reference, c, gen):
@@ -173,7 +170,7 @@ OTHER_DIMS = dict(n_heads=3, dim=20, kv_lora_rank=10, qk_nope_head_dim=6, qk_rop
            case("other_dims_absorb", b=2, t=5, q_lora_rank=9, absorb=True, **OTHER_DIMS),
            case("large_yarn", b=2, t=9, q_lora_rank=0, absorb=True, scale=8.0, **YARN),
            case("float64", b=2, t=4, absorb=True, dtype="float64"),
-           hidden=True, setup=rope_table, tolerances=FLOAT64_LOOSE)
+           hidden=True, setup=rope_table, tolerances=SOFTMAX_IN_FLOAT32)
 def hidden_prefill(impl, c, gen, freqs_cis):
     """non-contiguous input, other head dims, large magnitudes with YaRN, float64"""
     return prefill_output(impl, c, gen, freqs_cis)
