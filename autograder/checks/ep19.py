@@ -40,9 +40,9 @@ gate = EPISODE.exercise("Gate", method="forward")
 
 @gate.check(case("v3", n=12), case("v3_one_token", n=1), case("v3_no_groups", n=10, **GREEDY),
             case("v2_groups", n=12, **V2), case("v2_greedy_top3", n=9, n_activated_experts=3, **V2, **GREEDY),
-            case("v3_float64", n=8, dtype="float64"))
+            case("v3_float64", n=8, dtype="float64"), case("v3_two_groups", n=12, n_expert_groups=2, n_limited_groups=1))
 def routing_decisions(impl, c, gen):
-    """weights and expert ids: sigmoid + bias + groups (V3), softmax with and without groups (V2), float64"""
+    """weights and expert ids: sigmoid + bias + groups (V3), softmax with and without groups (V2), float64, 2 groups"""
     return gate_output(impl, c, gen)
 
 
@@ -62,7 +62,7 @@ def negative_biased_scores(impl, c, gen):
             case("v2_large_tokens", n=10, scale=6.0, **V2), case("v3_all_groups_kept", n=9, n_limited_groups=4),
             case("negative_bias_other_sizes", n=12, bias_shift=-1.5, **OTHER),
             case("v2_float64", n=7, dtype="float64", **V2), case("noncontiguous", n=10, noncontiguous=True),
-            hidden=True)
+            case("v2_two_groups", n=10, n_expert_groups=2, n_limited_groups=1, **V2), hidden=True)
 def hidden_routing(impl, c, gen):
     """other sizes and groups, large tokens, every group kept, negative biased scores, float64, non-contiguous"""
     return gate_output(impl, c, gen)
@@ -112,6 +112,12 @@ def _(self, x):
                     "groups and give every expert of the other groups -inf; only then take the top-k.")
 def _(self, x):
     return _route(self, x, groups=False)
+
+
+@gate.misconception("two_groups_not_limited", "Group-limited routing applies whenever n_expert_groups > 1, also "
+                    "with exactly 2 groups: keep the n_limited_groups best and give the other group's experts -inf.")
+def _(self, x):
+    return _route(self, x, groups=self.n_groups > 2)
 
 
 @gate.misconception("no_route_scale", "Multiply the final weights by route_scale.")
