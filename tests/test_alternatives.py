@@ -393,8 +393,9 @@ class LatentAttentionInline:
         return self.wo(out.reshape(b, t, -1))
 
     def attention_weights(self, scores, mask):
+        """The softmax in float64, whatever the dtype of the scores."""
         scores = (scores * self.softmax_scale).masked_fill(mask[:, None, :], float("-inf"))
-        return scores.float().softmax(dim=-1).to(scores.dtype)
+        return scores.double().softmax(dim=-1).to(scores.dtype)
 
 
 # --- ep16-ep17: RoPE, YaRN and MLA with decoupled RoPE ------------------------------------------
