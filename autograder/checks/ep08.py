@@ -40,9 +40,14 @@ def no_peeking(impl, c, gen):
 @mha.check(case(t=32, b=16, p=0.25), tolerances={"scalar": Tolerance(0.04, 0.0)})
 def dropout_in_training(impl, c, gen):
     """in train mode, dropout zeroes a fraction p of the attention weights and rescales the rest by 1/(1-p)"""
+    return dropout_of_one_head(lambda d_in, d_out, ctx, p: impl.MultiHeadAttention(d_in, d_out, ctx, p, 1), c, gen)
+
+
+def dropout_of_one_head(make, c, gen):
+    """Episode 6's dropout probe on ``make(d_in, d_out, context_length, dropout)``, a one-head layer (episodes 8
+    to 11) whose out_proj is set to the identity, so that it is the CausalAttention the probe expects."""
     def single_head(d_in, d_out, context_length, dropout):
-        """One head with an identity out_proj: the CausalAttention episode 6's probe expects."""
-        attn = impl.MultiHeadAttention(d_in, d_out, context_length, dropout, 1)
+        attn = make(d_in, d_out, context_length, dropout)
         attn.out_proj.weight.data.copy_(torch.eye(d_out))
         attn.out_proj.bias.data.zero_()
         return attn
@@ -99,6 +104,19 @@ def _(self, x):
                    "d_out / num_heads wide: scale by 1/√head_dim.")
 def _(self, x):
     return _forward(self, x, scale=1 / math.sqrt(self.d_out))
+
+
+@mha.misconception("no_mask", "Multi-head attention here is causal: fill the scores above the diagonal "
+                   "(self.mask[:t, :t]) with -inf before the softmax, for every head.")
+def _(self, x):
+    t = x.shape[1]
+    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
+
+
+@mha.misconception("no_scale", "The scores were not scaled: divide each head's q kᵀ by √head_dim before the "
+                   "softmax.")
+def _(self, x):
+    return _forward(self, x, scale=1.0)
 
 
 @mha.misconception("no_out_proj", "The merged heads must go through the output projection: return "

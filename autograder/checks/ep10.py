@@ -4,11 +4,12 @@ import math
 
 import torch
 
+from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
 from .ep04 import SOFTMAX_IN_FLOAT32
 from .ep07 import inputs, merge_without_transpose
-from .ep08 import attend_heads
+from .ep08 import attend_heads, dropout_of_one_head
 
 EPISODE = Episode("ep10", "Multi-Query Attention Explained", video="https://youtu.be/Z6B51Odtn-Y",
                   module="ep10_multi_query_attention")
@@ -35,6 +36,12 @@ def forward_eval(impl, c, gen):
 def no_peeking(impl, c, gen):
     """changing tokens after position i leaves the outputs up to i unchanged"""
     return future_change(make_mqa(impl, c, gen), [randn(gen, c.b, c.t, c.d_in)], c.i, gen)
+
+
+@mqa.check(case(t=32, b=16, p=0.25), tolerances={"scalar": Tolerance(0.04, 0.0)})
+def dropout_in_training(impl, c, gen):
+    """in train mode, dropout zeroes a fraction p of the attention weights and rescales the rest by 1/(1-p)"""
+    return dropout_of_one_head(lambda d_in, d_out, ctx, p: impl.MultiQueryAttention(d_in, d_out, 1, ctx, p), c, gen)
 
 
 @mqa.check(case(b=3, t=7, d_in=6, h=2, d=3, ctx=7, noncontiguous=True), case(b=2, t=3, d_in=8, h=5, d=4, ctx=12),
@@ -64,6 +71,18 @@ def _(self, x):
     return _forward(self, x, merge=merge_without_transpose)
 
 
+@mqa.misconception("no_out_proj", "The merged heads must go through the output projection: return "
+                   "self.out_proj(context).")
+def _(self, x):
+    return _forward(self, x, out_proj=False)
+
+
+@mqa.misconception("no_dropout", "In training mode the attention weights must go through self.dropout (after "
+                   "the softmax); your forward never applies it.")
+def _(self, x):
+    return _forward(self, x, dropout_where=None)
+
+
 @mqa.misconception("no_mask", "MQA is still causal: fill the scores above the diagonal (self.mask[:t, :t]) "
                    "with -inf before the softmax.")
 def _(self, x):
@@ -87,7 +106,7 @@ def mha_and_mqa(impl, c, gen):
     return per_mechanism(impl, c)
 
 
-@elements.check(case(layers=2, heads=7, head_dim=3), case(layers=61, heads=128, head_dim=192), hidden=True)
+@elements.check(case(layers=5, heads=7, head_dim=3), case(layers=61, heads=128, head_dim=192), hidden=True)
 def hidden_sizes(impl, c, gen):
     """other sizes"""
     return per_mechanism(impl, c)

@@ -1,10 +1,15 @@
 """Checks for episode 11: repeat_kv, grouped-query attention, MHA→GQA conversion and cache sizes."""
 
+import math
+
+import torch
+
+from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
 from .ep04 import SOFTMAX_IN_FLOAT32
 from .ep07 import inputs, merge_without_transpose, split_without_transpose
-from .ep08 import attend_heads
+from .ep08 import attend_heads, dropout_of_one_head
 
 EPISODE = Episode("ep11", "Understand Grouped Query Attention (GQA)", video="https://youtu.be/kx3rETIxo4Q",
                   module="ep11_grouped_query_attention")
@@ -66,6 +71,13 @@ def no_peeking(impl, c, gen):
     return future_change(make_gqa(impl, c, gen), [randn(gen, c.b, c.t, c.d_in)], c.i, gen)
 
 
+@gqa.check(case(t=32, b=16, p=0.25), tolerances={"scalar": Tolerance(0.04, 0.0)})
+def dropout_in_training(impl, c, gen):
+    """in train mode, dropout zeroes a fraction p of the attention weights and rescales the rest by 1/(1-p)"""
+    return dropout_of_one_head(lambda d_in, d_out, ctx, p: impl.GroupedQueryAttention(d_in, d_out, 1, 1, ctx, p),
+                               c, gen)
+
+
 @gqa.check(case(b=3, t=7, d_in=6, h=6, g=2, d=3, ctx=7, noncontiguous=True),
            case(b=2, t=3, d_in=8, h=8, g=4, d=2, ctx=12, dtype="float64"), hidden=True, tolerances=SOFTMAX_IN_FLOAT32)
 def forward_hidden(impl, c, gen):
@@ -95,6 +107,31 @@ def _(self, x):
                    "keys and values as (b, t, g, d), then .transpose(1, 2).")
 def _(self, x):
     return _forward(self, x, split_kv=split_without_transpose)
+
+
+@gqa.misconception("no_mask", "GQA is still causal: fill the scores above the diagonal (self.mask[:t, :t]) with "
+                   "-inf before the softmax.")
+def _(self, x):
+    t = x.shape[1]
+    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
+
+
+@gqa.misconception("scale_by_d_out", "The scores were scaled by 1/√d_out. Queries and keys are head_dim wide: "
+                   "scale by 1/√head_dim.")
+def _(self, x):
+    return _forward(self, x, scale=1 / math.sqrt(self.d_out))
+
+
+@gqa.misconception("no_out_proj", "The merged heads must go through the output projection: return "
+                   "self.out_proj(context).")
+def _(self, x):
+    return _forward(self, x, out_proj=False)
+
+
+@gqa.misconception("no_dropout", "In training mode the attention weights must go through self.dropout (after "
+                   "the softmax); your forward never applies it.")
+def _(self, x):
+    return _forward(self, x, dropout_where=None)
 
 
 @gqa.misconception("merged_without_transpose", "The heads were merged in the wrong order: reshape (b, h, t, d) "
