@@ -146,6 +146,13 @@ def _(logits, targets):
     return _nll(torch.log(p), targets).mean()
 
 
+@ce.misconception("log_of_softmax", "torch.log(torch.softmax(...)) underflows: an unlikely target's probability "
+                  "rounds to 0 and log(0) = -inf. Stay in log space: loss = logsumexp(logits) - logits[target] (or "
+                  "torch.log_softmax).")
+def _(logits, targets):
+    return _nll(torch.log(torch.softmax(logits, dim=-1)), targets).mean()
+
+
 @ce.misconception("sum_not_mean", "F.cross_entropy averages over the positions (reduction='mean'); you summed.")
 def _(logits, targets):
     return _nll(_log_softmax(logits, -1), targets).sum()
@@ -337,6 +344,14 @@ def _(logits, temperature=1.0, top_k=None, top_p=None):
     index = logits.topk(top_k, dim=-1).indices
     kept = torch.zeros(logits.shape, dtype=torch.bool).scatter(-1, index, True)
     return _reference(_only(logits, kept), temperature, None, top_p)
+
+
+@sampling.misconception("top_k_drops_kth", "Keep the tokens whose logit is at least the k-th largest (z >= kth); "
+                        "with z > kth only k - 1 tokens survive.")
+def _(logits, temperature=1.0, top_k=None, top_p=None):
+    if top_k is None or top_k >= logits.shape[-1]:
+        return _reference(logits, temperature, None, top_p)
+    return _reference(_only(logits, logits > logits.topk(top_k, dim=-1).values[..., -1:]), temperature, None, top_p)
 
 
 @sampling.misconception("not_renormalised", "After zeroing the tokens top-p removes, divide by the remaining mass "

@@ -148,6 +148,12 @@ def _(x):
     return torch.softmax(x @ x.transpose(-2, -1), dim=-2) @ x
 
 
+@context.misconception("scaled", "This episode's simplified attention has no scale: the weights are "
+                       "softmax(x xᵀ). Dividing by √d comes with the trainable projections of episode 5.")
+def _(x):
+    return torch.softmax(x @ x.transpose(-2, -1) / math.sqrt(x.shape[-1]), dim=-1) @ x
+
+
 @context.misconception("naive_exp", "exp() overflowed for large scores (inf/inf = NaN): use a stable softmax "
                        "(subtract the row max first, or torch.softmax).")
 def _(x):

@@ -66,11 +66,12 @@ def hidden_inputs(impl, c, gen):
     return named(impl.scaled_dot_product_attention(q, k, v, mask), "out", "weights")
 
 
-def _attend(q, k, v, mask, scale, softmax_dim=-1, fill=float("-inf")):
-    scores = q @ k.transpose(-2, -1) * scale
+def _attend(q, k, v, mask, scale, softmax_dim=-1, fill=float("-inf"), scale_weights=False):
+    """Attention with its details as switches (``scale_weights``: the scale multiplies the weights, a bug)."""
+    scores = q @ k.transpose(-2, -1) * (1.0 if scale_weights else scale)
     if mask is not None:
         scores = scores.masked_fill(mask, fill)
-    w = torch.softmax(scores, dim=softmax_dim)
+    w = torch.softmax(scores, dim=softmax_dim) * (scale if scale_weights else 1.0)
     return w @ v, w
 
 
@@ -89,6 +90,18 @@ def _(q, k, v, mask=None):
                     "queries and keys (q.shape[-1]), not of the values.")
 def _(q, k, v, mask=None):
     return _attend(q, k, v, mask, 1.0 / math.sqrt(v.shape[-1]))
+
+
+@sdpa.misconception("scaled_after_softmax", "Scale the scores, not the weights: softmax(q kᵀ / √d_k). Dividing "
+                    "the weights by √d_k after the softmax leaves rows that no longer sum to 1.")
+def _(q, k, v, mask=None):
+    return _attend(q, k, v, mask, 1.0 / math.sqrt(q.shape[-1]), scale_weights=True)
+
+
+@sdpa.misconception("mask_ignored", "A mask was given and ignored: set the scores where mask is True to -inf "
+                    "(scores.masked_fill(mask, float('-inf'))) before the softmax.")
+def _(q, k, v, mask=None):
+    return _attend(q, k, v, None, 1.0 / math.sqrt(q.shape[-1]))
 
 
 @sdpa.misconception("softmax_wrong_axis", "The softmax ran over the query axis. Each query's weights over the "
@@ -163,6 +176,13 @@ def _(self, x):
 def _(self, x):
     q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
     return _attend(q, k, v, None, 1.0)[0]
+
+
+@self_attention.misconception("scaled_after_softmax", "Scale the scores, not the weights: softmax(q kᵀ / √d_out), "
+                              "then multiply by the values.")
+def _(self, x):
+    q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+    return _attend(q, k, v, None, 1.0 / math.sqrt(k.shape[-1]), scale_weights=True)[0]
 
 
 @self_attention.misconception("queries_keys_swapped", "Queries and keys are swapped: scores[i, j] must be "

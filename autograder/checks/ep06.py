@@ -199,16 +199,16 @@ def forward_hidden(impl, c, gen):
     return make_layer(impl, c, gen)(noncontiguous(x) if c.params.get("noncontiguous") else x)
 
 
-def _layer(self, x, mask, dropout_where="weights", softmax_first=False):
-    """CausalAttention.forward with a given mask and dropout placement (for the variants below)."""
+def _layer(self, x, mask, dropout_where="weights", softmax_first=False, scaled=True, fill=float("-inf")):
+    """CausalAttention.forward with a given mask, fill, scaling and dropout placement (for the variants below)."""
     q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
-    scores = q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])
+    scores = q @ k.transpose(1, 2) / (math.sqrt(k.shape[-1]) if scaled else 1.0)
     if dropout_where == "scores":
         scores = self.dropout(scores)
     if softmax_first:
         w = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
     else:
-        w = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+        w = torch.softmax(scores.masked_fill(mask, fill), dim=-1)
     if dropout_where == "weights":
         w = self.dropout(w)
     out = w @ v
@@ -234,6 +234,20 @@ def _(self, x):
 def _(self, x):
     t = x.shape[1]
     return _layer(self, x, self.mask[:t, :t], softmax_first=True)
+
+
+@layer.misconception("no_scale", "The scores were not scaled: divide q kᵀ by √d_out (keys.shape[-1]) before the "
+                     "mask and the softmax.")
+def _(self, x):
+    t = x.shape[1]
+    return _layer(self, x, self.mask[:t, :t], scaled=False)
+
+
+@layer.misconception("mask_with_zero", "Masked scores set to 0 still get weight (exp(0) = 1): fill them with -inf, "
+                     "scores.masked_fill(self.mask[:t, :t], float('-inf')).")
+def _(self, x):
+    t = x.shape[1]
+    return _layer(self, x, self.mask[:t, :t], fill=0.0)
 
 
 @layer.misconception("dropout_on_output", "Dropout belongs on the attention weights (after the softmax), not on the "

@@ -59,14 +59,26 @@ def hidden_updates(impl, c, gen):
     return update_in_chunks(impl, c, gen)
 
 
-@kv.misconception("concatenated_on_heads", "The keys are (b, h, s, d): append new tokens along the sequence "
-                  "axis, torch.cat([self.k, k], dim=-2) (or dim=2), not the head axis.")
-def _(self, k, v):
+def _update(self, k, v, dim=-2, new_first=False):
+    """KVCache.update concatenating along ``dim``, the new tokens first if asked (for the variants below)."""
     if self.k is None:
         self.k, self.v = k, v
     else:
-        self.k, self.v = torch.cat([self.k, k], dim=1), torch.cat([self.v, v], dim=1)
+        self.k, self.v = ((torch.cat([new, old] if new_first else [old, new], dim=dim))
+                          for old, new in ((self.k, k), (self.v, v)))
     return self.k, self.v
+
+
+@kv.misconception("concatenated_on_heads", "The keys are (b, h, s, d): append new tokens along the sequence "
+                  "axis, torch.cat([self.k, k], dim=-2) (or dim=2), not the head axis.")
+def _(self, k, v):
+    return _update(self, k, v, dim=1)
+
+
+@kv.misconception("new_tokens_first", "Append the new keys and values *after* the cached ones, "
+                  "torch.cat([self.k, k], dim=-2): the cache is oldest first, so that row j is position j.")
+def _(self, k, v):
+    return _update(self, k, v, new_first=True)
 
 
 @kv.misconception("overwrites", "update replaced the cached keys and values with the new ones. The cache must "
