@@ -239,22 +239,42 @@ def _(self):
     return self.wkv_b.weight.split(self.n_heads * self.head_dim, dim=0)
 
 
+def _weights(self, scores, mask, scale=None, masked=True, in_bfloat16=False):
+    """MultiHeadLatentAttention.attention_weights with one step changed (for the variants below)."""
+    from solutions.ep02_building_blocks import softmax
+
+    scores = scores * (self.softmax_scale if scale is None else scale)
+    if masked:
+        scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+    if in_bfloat16:  # episode 2's softmax computes in the dtype of its input
+        return softmax(scores, dim=-1)
+    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
+
+
 @mla.misconception("absorbed_scale_by_latent_width", "Absorption changes where the dot products are taken, not "
                    "their values: the scale stays head_dim ** -0.5, not kv_lora_rank ** -0.5.",
                    method="attention_weights")
 def _(self, scores, mask):
-    scale = self.kv_lora_rank ** -0.5 if self.absorb else self.softmax_scale
-    scores = (scores * scale).masked_fill(mask.unsqueeze(1), float("-inf"))
-    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
+    return _weights(self, scores, mask, scale=self.kv_lora_rank ** -0.5 if self.absorb else None)
+
+
+@mla.misconception("no_scale", "Scale the scores by self.softmax_scale = head_dim ** -0.5 before the softmax.",
+                   method="attention_weights")
+def _(self, scores, mask):
+    return _weights(self, scores, mask, scale=1.0)
+
+
+@mla.misconception("mask_ignored", "Apply the causal mask: scores.masked_fill(mask.unsqueeze(1), float('-inf')) "
+                   "(the same (t, s) mask for every head) before the softmax.", method="attention_weights")
+def _(self, scores, mask):
+    return _weights(self, scores, mask, masked=False)
 
 
 @mla.misconception("softmax_in_bfloat16", "Compute the softmax in float32 and cast the weights back once "
                    "(scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)): exponentials and sums in bfloat16 "
                    "round at every step.", method="attention_weights")
 def _(self, scores, mask):
-    from solutions.ep02_building_blocks import softmax
-
-    return softmax((scores * self.softmax_scale).masked_fill(mask.unsqueeze(1), float("-inf")), dim=-1)
+    return _weights(self, scores, mask, in_bfloat16=True)
 
 
 @mla.misconception("absorbed_path_expands", "Your absorbed path gives the right output but forms the per-head keys "

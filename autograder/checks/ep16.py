@@ -262,6 +262,14 @@ def _(x, cos, sin):
     return apply_rope_half(x, cos, -sin)
 
 
+@half.misconception("cos_and_sin_swapped", "cos multiplies x itself and sin its rotated half: x·cos + "
+                    "rotate_half(x)·sin, i.e. cat(x1·cos − x2·sin, x2·cos + x1·sin).")
+def _(x, cos, sin):
+    from solutions.ep16_rope import apply_rope_half
+
+    return apply_rope_half(x, sin, cos)
+
+
 @half.misconception("halves_not_recombined", "Each half was rotated with only its own values (x1·cos, x2·cos + …). "
                     "Both outputs mix both halves: cat(x1·cos − x2·sin, x2·cos + x1·sin).")
 def _(x, cos, sin):
@@ -334,7 +342,7 @@ def hidden_stretches(impl, c, gen):
 
 
 def _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slow, *, rounded=True,
-          reversed_ramp=False, always=False, upper=None):
+          reversed_ramp=False, always=False, upper=None, clamped_ramp=True):
     """YaRN with its details as switches (for the variants below); ``upper`` is where the slow end is clamped."""
     from solutions.ep16_rope import rope_frequencies
 
@@ -350,7 +358,8 @@ def _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slo
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, head_dim - 1 if upper is None else upper)
     high = high + 0.001 if low == high else high
-    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    ramp = (torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)
+    ramp = ramp.clamp(0, 1) if clamped_ramp else ramp
     if reversed_ramp:
         ramp = 1 - ramp
     return freqs / factor * ramp + freqs * (1 - ramp)
@@ -366,6 +375,19 @@ def _(*args):
                     "the slow end (then clamp to [0, head_dim - 1]), as DeepSeek-V3's find_correction_range does.")
 def _(*args):
     return _yarn(*args, rounded=False)
+
+
+@yarn.misconception("ramp_not_clamped", "Clamp the ramp to [0, 1] ((i - low) / (high - low)).clamp(0, 1)): "
+                    "pairs before the fast end keep their frequency exactly, pairs after the slow end are divided by "
+                    "the factor exactly, instead of being extrapolated.")
+def _(*args):
+    return _yarn(*args, clamped_ramp=False)
+
+
+@yarn.misconception("betas_swapped", "beta_fast (32 in DeepSeek-V3) gives the *fast* end of the ramp, the low pair "
+                    "index, and beta_slow (1) the slow end: low = floor(dim(beta_fast)), high = ceil(dim(beta_slow)).")
+def _(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slow):
+    return _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_slow, beta_fast)
 
 
 @yarn.misconception("range_not_clamped", "Clamp the slow end of the ramp to head_dim - 1 (min(ceil(...), "

@@ -51,6 +51,12 @@ def _(cfg):
     return _scale(cfg.qk_nope_head_dim, cfg)
 
 
+@scale.misconception("value_width", "The scale is for the query·key dot products: use their width, "
+                     "qk_nope_head_dim + qk_rope_head_dim (cfg.qk_head_dim), not v_head_dim.")
+def _(cfg):
+    return _scale(cfg.v_head_dim, cfg)
+
+
 @scale.misconception("no_mscale", "With YaRN on (cfg.yarn_enabled), DeepSeek multiplies the scale by "
                      "yarn_mscale(cfg.rope_factor, cfg.mscale) squared.")
 def _(cfg):
@@ -223,10 +229,17 @@ def _reference():
     return MLA
 
 
-def _queries(self, x, freqs_cis, rope_first=False, q_norm=True):
-    """MLA.project_queries with a head's parts in the wrong order, or without q_norm (for the variants below)."""
-    from solutions.ep16_rope import apply_rope
+def _rope(layout="interleaved"):
+    """A rotation ``(x, freqs_cis) -> x``: episode 16's interleaved one, the half-split one, or none."""
+    from solutions.ep16_rope import apply_rope, apply_rope_half
 
+    return {"interleaved": apply_rope, "half_split": lambda x, f: apply_rope_half(x, f.real, f.imag),
+            "none": lambda x, f: x}[layout]
+
+
+def _queries(self, x, freqs_cis, rope_first=False, q_norm=True, rope="interleaved"):
+    """MLA.project_queries with a head's parts in the wrong order, without q_norm, or another rotation (for the
+    variants below)."""
     if self.q_lora_rank == 0:
         q = self.wq(x)
     else:
@@ -236,13 +249,12 @@ def _queries(self, x, freqs_cis, rope_first=False, q_norm=True):
         q_pe, q_nope = torch.split(q, [self.qk_rope_head_dim, self.qk_nope_head_dim], dim=-1)
     else:
         q_nope, q_pe = torch.split(q, [self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-    return q_nope, apply_rope(q_pe, freqs_cis)
+    return q_nope, _rope(rope)(q_pe, freqs_cis)
 
 
-def _compress(self, x, freqs_cis, k_pe_first=False, kv_norm=True, rotate=True, norm_k_pe=False):
+def _compress(self, x, freqs_cis, k_pe_first=False, kv_norm=True, rope="interleaved", norm_k_pe=False):
     """MLA.compress_kv with one step changed (for the variants below)."""
     from solutions.ep02_building_blocks import rms_norm
-    from solutions.ep16_rope import apply_rope
 
     if k_pe_first:
         k_pe, latent = torch.split(self.wkv_a(x), [self.qk_rope_head_dim, self.kv_lora_rank], dim=-1)
@@ -250,19 +262,19 @@ def _compress(self, x, freqs_cis, k_pe_first=False, kv_norm=True, rotate=True, n
         latent, k_pe = torch.split(self.wkv_a(x), [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
     if norm_k_pe:
         k_pe = rms_norm(k_pe, torch.ones(self.qk_rope_head_dim, dtype=k_pe.dtype))
-    if rotate:
-        k_pe = apply_rope(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
+    k_pe = _rope(rope)(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
     return (self.kv_norm(latent) if kv_norm else latent), k_pe
 
 
-def _forward(self, x, start_pos, freqs_cis, mask, write_at=None, raw_latent=False):
-    """MLA.forward with the new tokens cached at rows ``write_at …`` (default ``start_pos``), or their raw
-    latents cached and normalised at every read (for the variants below); it attends over ``:start_pos + t``."""
+def _forward(self, x, start_pos, freqs_cis, mask, write_at=None, raw_latent=False, rope="interleaved"):
+    """MLA.forward with the new tokens cached at rows ``write_at …`` (default ``start_pos``), their raw latents
+    cached and normalised at every read, or another rotation (for the variants below); it attends over
+    ``:start_pos + t``."""
     bsz, seqlen = x.shape[:2]
     end_pos, at = start_pos + seqlen, start_pos if write_at is None else write_at
-    q_nope, q_pe = self.project_queries(x, freqs_cis)
+    q_nope, q_pe = _queries(self, x, freqs_cis, rope=rope)
     self.kv_cache[:bsz, at:at + seqlen], self.pe_cache[:bsz, at:at + seqlen] = _compress(
-        self, x, freqs_cis, kv_norm=not raw_latent)
+        self, x, freqs_cis, kv_norm=not raw_latent, rope=rope)
     latent = self.kv_cache[:bsz, :end_pos]
     attend = self.attend_absorbed if self.absorb else self.attend_naive
     out = attend(q_nope, q_pe, self.kv_norm(latent) if raw_latent else latent, self.pe_cache[:bsz, :end_pos], mask)
@@ -303,7 +315,20 @@ def _(self, x, freqs_cis):
 @mla.misconception("k_pe_not_rotated", "k_pe must be rotated too (apply_rope on k_pe.unsqueeze(2), one shared "
                    "head): only rotated queries and keys make the scores depend on the offset.", method="compress_kv")
 def _(self, x, freqs_cis):
-    return _compress(self, x, freqs_cis, rotate=False)
+    return _compress(self, x, freqs_cis, rope="none")
+
+
+@mla.misconception("q_pe_not_rotated", "Rotate the queries' rope part too: q_pe = apply_rope(q_pe, freqs_cis). Only "
+                   "when both q_pe and k_pe are rotated does q_pe·k_pe depend on the distance between the tokens.",
+                   method="project_queries")
+def _(self, x, freqs_cis):
+    return _queries(self, x, freqs_cis, rope="none")
+
+
+@mla.misconception("half_split_rope", "DeepSeek rotates interleaved pairs (x[2i], x[2i+1]): use episode 16's apply_rope "
+                   "for q_pe and k_pe, not the half-split apply_rope_half of GPT-NeoX/Llama.")
+def _(self, x, start_pos, freqs_cis, mask):
+    return _forward(self, x, start_pos, freqs_cis, mask, rope="half_split")
 
 
 @mla.misconception("mask_ignored", "The mask was not applied: add it to the scores before the softmax "

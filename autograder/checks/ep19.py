@@ -150,6 +150,12 @@ def _(self, choice):
     return _limit(self, choice, lambda g: g.amax(dim=-1))
 
 
+@gate.misconception("group_sum_of_all", "A group's score is its largest expert score (no bias) or the sum of its "
+                    "two largest (with the bias), not the sum of all its experts' scores.", method="limit_to_groups")
+def _(self, choice):
+    return _limit(self, choice, lambda g: g.sum(dim=-1))
+
+
 @gate.misconception("dropped_groups_zeroed", "Give the experts of the dropped groups -inf, not 0: biased scores can be "
                     "negative, and then a 0 would win the top-k.", method="limit_to_groups")
 def _(self, choice):
@@ -251,10 +257,12 @@ def hidden_forward(impl, c, gen):
     return make_moe(impl, c, gen)(moe_tokens(impl, c, gen))
 
 
-def _moe(self, x, shared=True, weighted=True, slot=None, residual=False, dense=False):
+def _moe(self, x, shared=True, weighted=True, slot=None, residual=False, dense=False, renormalised=False):
     """The reference MoE with one step changed (for the misconceptions below)."""
     tokens = x.reshape(-1, self.dim)
     weights, indices = self.gate(tokens)
+    if renormalised:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
     routed = torch.zeros_like(tokens)
     for e in range(self.n_routed_experts):
         token, s = torch.where(indices == e)
@@ -285,6 +293,13 @@ def _(self, x):
                    "(torch.where(indices == e) gives both the tokens and the slots).")
 def _(self, x):
     return _moe(self, x, slot=0)
+
+
+@moe.misconception("weights_renormalised", "Use the gate's weights as they come: the gate has already renormalised "
+                   "them where DeepSeek does (sigmoid) and applied route_scale. Dividing them by their sum again "
+                   "undoes route_scale.")
+def _(self, x):
+    return _moe(self, x, renormalised=True)
 
 
 @moe.misconception("residual_added", "MoE returns only the feed-forward output; the residual x + ffn(…) is added "
