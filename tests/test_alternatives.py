@@ -299,7 +299,9 @@ class MultiQueryFunctional:
         q = _heads(self.W_query(x), self.num_heads)
         k = self.W_key(x).unsqueeze(1).expand(b, self.num_heads, t, self.head_dim)
         v = self.W_value(x).unsqueeze(1).expand(b, self.num_heads, t, self.head_dim)
-        return self.out_proj(_merged(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                             dropout_p=self.dropout.p if self.training else 0.0)
+        return self.out_proj(_merged(out))
 
 
 @alternative("ep10.MultiQueryAttention")
@@ -333,7 +335,8 @@ class GroupedFunctional:
     def forward(self, x):
         q = _heads(self.W_query(x), self.num_heads)
         k, v = _heads(self.W_key(x), self.num_kv_groups), _heads(self.W_value(x), self.num_kv_groups)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
+                                             dropout_p=self.dropout.p if self.training else 0.0)
         return self.out_proj(_merged(out))
 
 
