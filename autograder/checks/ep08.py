@@ -87,11 +87,35 @@ def _forward(self, x, split=None, **bug):
     return attend_heads(self, q, k, v, **bug)
 
 
-@mha.misconception("merged_without_transpose", "The heads were merged in the wrong order: (b, h, t, d) reshaped "
-                   "straight to (b, t, h·d) mixes tokens across heads. Transpose to (b, t, h, d) first: "
-                   "context.transpose(1, 2).contiguous().view(b, t, d_out).")
-def _(self, x):
-    return _forward(self, x, merge=merge_without_transpose)
+# Mistakes of every multi-head layer (episodes 8, 10 and 11): name -> (hint, the wrong part, as the keyword
+# arguments of attend_heads for a layer and its input).
+HEAD_BUGS = {
+    "merged_without_transpose": (
+        "The heads were merged in the wrong order: (b, h, t, d) reshaped straight to (b, t, h·d) mixes tokens across "
+        "heads. Transpose to (b, t, h, d) first: context.transpose(1, 2).contiguous().view(b, t, d_out).",
+        lambda self, x: {"merge": merge_without_transpose}),
+    "scale_by_d_out": (
+        "The scores were scaled by 1/√d_out. Each head's queries and keys are head_dim = d_out / num_heads wide: "
+        "scale by 1/√head_dim.", lambda self, x: {"scale": 1 / math.sqrt(self.d_out)}),
+    "no_scale": ("The scores were not scaled: divide each head's q kᵀ by √head_dim before the softmax.",
+                 lambda self, x: {"scale": 1.0}),
+    "no_mask": ("The attention is causal: fill the scores above the diagonal (self.mask[:t, :t]) with -inf before the "
+                "softmax, for every head.",
+                lambda self, x: {"mask": torch.zeros(x.shape[1], x.shape[1], dtype=torch.bool)}),
+    "no_out_proj": ("The merged heads must go through the output projection: return self.out_proj(context).",
+                    lambda self, x: {"out_proj": False}),
+    "no_dropout": ("In training mode the attention weights must go through self.dropout (after the softmax); your "
+                   "forward never applies it.", lambda self, x: {"dropout_where": None}),
+    "dropout_on_output": ("Dropout belongs on the attention weights (after the softmax), not on the output: "
+                          "self.dropout(weights) @ values.", lambda self, x: {"dropout_where": "output"}),
+}
+
+
+def head_misconceptions(exercise, forward, *names):
+    """Registers the :data:`HEAD_BUGS` ``names`` on ``exercise``, each as ``forward(self, x, **wrong part)``."""
+    for name in names:
+        hint, bug = HEAD_BUGS[name]
+        exercise.misconception(name, hint)(lambda self, x, bug=bug: forward(self, x, **bug(self, x)))
 
 
 @mha.misconception("split_without_transpose", "W_query(x).view(b, h, t, d) mixes tokens into heads. View as "
@@ -100,38 +124,5 @@ def _(self, x):
     return _forward(self, x, split=split_without_transpose)
 
 
-@mha.misconception("scale_by_d_out", "The scores were scaled by 1/√d_out. Each head's keys are head_dim = "
-                   "d_out / num_heads wide: scale by 1/√head_dim.")
-def _(self, x):
-    return _forward(self, x, scale=1 / math.sqrt(self.d_out))
-
-
-@mha.misconception("no_mask", "Multi-head attention here is causal: fill the scores above the diagonal "
-                   "(self.mask[:t, :t]) with -inf before the softmax, for every head.")
-def _(self, x):
-    t = x.shape[1]
-    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
-
-
-@mha.misconception("no_scale", "The scores were not scaled: divide each head's q kᵀ by √head_dim before the "
-                   "softmax.")
-def _(self, x):
-    return _forward(self, x, scale=1.0)
-
-
-@mha.misconception("no_out_proj", "The merged heads must go through the output projection: return "
-                   "self.out_proj(context).")
-def _(self, x):
-    return _forward(self, x, out_proj=False)
-
-
-@mha.misconception("no_dropout", "In training mode the attention weights must go through self.dropout (after "
-                   "the softmax); your forward never applies it.")
-def _(self, x):
-    return _forward(self, x, dropout_where=None)
-
-
-@mha.misconception("dropout_on_output", "Dropout belongs on the attention weights (after the softmax), not on "
-                   "the output: self.dropout(weights) @ values.")
-def _(self, x):
-    return _forward(self, x, dropout_where="output")
+head_misconceptions(mha, _forward, "merged_without_transpose", "scale_by_d_out", "no_mask", "no_scale", "no_out_proj",
+                    "no_dropout", "dropout_on_output")

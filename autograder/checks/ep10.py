@@ -1,15 +1,11 @@
 """Checks for episode 10: multi-query attention and the size of its KV cache."""
 
-import math
-
-import torch
-
 from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
 from .ep04 import SOFTMAX_IN_FLOAT32
-from .ep07 import inputs, merge_without_transpose
-from .ep08 import attend_heads, dropout_of_one_head
+from .ep07 import inputs
+from .ep08 import attend_heads, dropout_of_one_head, head_misconceptions
 
 EPISODE = Episode("ep10", "Multi-Query Attention Explained", video="https://youtu.be/Z6B51Odtn-Y",
                   module="ep10_multi_query_attention")
@@ -59,35 +55,8 @@ def _forward(self, x, **bug):
     return attend_heads(self, q, self.W_key(x).unsqueeze(1), self.W_value(x).unsqueeze(1), **bug)
 
 
-@mqa.misconception("scale_by_d_out", "The scores were scaled by 1/√d_out. Queries and the shared key are "
-                   "head_dim wide: scale by 1/√head_dim.")
-def _(self, x):
-    return _forward(self, x, scale=1 / math.sqrt(self.d_out))
-
-
-@mqa.misconception("merged_without_transpose", "The heads were merged in the wrong order: reshape (b, h, t, d) "
-                   "to (b, t, h·d) only after .transpose(1, 2).")
-def _(self, x):
-    return _forward(self, x, merge=merge_without_transpose)
-
-
-@mqa.misconception("no_out_proj", "The merged heads must go through the output projection: return "
-                   "self.out_proj(context).")
-def _(self, x):
-    return _forward(self, x, out_proj=False)
-
-
-@mqa.misconception("no_dropout", "In training mode the attention weights must go through self.dropout (after "
-                   "the softmax); your forward never applies it.")
-def _(self, x):
-    return _forward(self, x, dropout_where=None)
-
-
-@mqa.misconception("no_mask", "MQA is still causal: fill the scores above the diagonal (self.mask[:t, :t]) "
-                   "with -inf before the softmax.")
-def _(self, x):
-    t = x.shape[1]
-    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
+head_misconceptions(mqa, _forward, "scale_by_d_out", "merged_without_transpose", "no_mask", "no_out_proj",
+                    "no_dropout")
 
 
 # --- kv_cache_elements_per_token ------------------------------------------------------------

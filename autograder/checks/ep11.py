@@ -1,15 +1,11 @@
 """Checks for episode 11: repeat_kv, grouped-query attention, MHA→GQA conversion and cache sizes."""
 
-import math
-
-import torch
-
 from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
 from .ep04 import SOFTMAX_IN_FLOAT32
-from .ep07 import inputs, merge_without_transpose, split_without_transpose
-from .ep08 import attend_heads, dropout_of_one_head
+from .ep07 import inputs, split_without_transpose
+from .ep08 import attend_heads, dropout_of_one_head, head_misconceptions
 
 EPISODE = Episode("ep11", "Understand Grouped Query Attention (GQA)", video="https://youtu.be/kx3rETIxo4Q",
                   module="ep11_grouped_query_attention")
@@ -109,35 +105,8 @@ def _(self, x):
     return _forward(self, x, split_kv=split_without_transpose)
 
 
-@gqa.misconception("no_mask", "GQA is still causal: fill the scores above the diagonal (self.mask[:t, :t]) with "
-                   "-inf before the softmax.")
-def _(self, x):
-    t = x.shape[1]
-    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
-
-
-@gqa.misconception("scale_by_d_out", "The scores were scaled by 1/√d_out. Queries and keys are head_dim wide: "
-                   "scale by 1/√head_dim.")
-def _(self, x):
-    return _forward(self, x, scale=1 / math.sqrt(self.d_out))
-
-
-@gqa.misconception("no_out_proj", "The merged heads must go through the output projection: return "
-                   "self.out_proj(context).")
-def _(self, x):
-    return _forward(self, x, out_proj=False)
-
-
-@gqa.misconception("no_dropout", "In training mode the attention weights must go through self.dropout (after "
-                   "the softmax); your forward never applies it.")
-def _(self, x):
-    return _forward(self, x, dropout_where=None)
-
-
-@gqa.misconception("merged_without_transpose", "The heads were merged in the wrong order: reshape (b, h, t, d) "
-                   "to (b, t, h·d) only after .transpose(1, 2).")
-def _(self, x):
-    return _forward(self, x, merge=merge_without_transpose)
+head_misconceptions(gqa, _forward, "merged_without_transpose", "no_mask", "scale_by_d_out", "no_out_proj",
+                    "no_dropout")
 
 
 # --- mean_pool_kv_heads -------------------------------------------------------------------------

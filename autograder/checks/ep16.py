@@ -377,9 +377,9 @@ def _(*args):
     return _yarn(*args, rounded=False)
 
 
-@yarn.misconception("ramp_not_clamped", "Clamp the ramp to [0, 1] ((i - low) / (high - low)).clamp(0, 1)): "
-                    "pairs before the fast end keep their frequency exactly, pairs after the slow end are divided by "
-                    "the factor exactly, instead of being extrapolated.")
+@yarn.misconception("ramp_not_clamped", "Clamp the ramp to [0, 1], ((i - low) / (high - low)).clamp(0, 1): "
+                    "pairs before its fast end keep their frequency and pairs after its slow end are divided by the "
+                    "factor, instead of being extrapolated beyond them.")
 def _(*args):
     return _yarn(*args, clamped_ramp=False)
 
