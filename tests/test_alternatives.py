@@ -401,7 +401,37 @@ class LatentAttentionInline:
         return scores.double().softmax(dim=-1).to(scores.dtype)
 
 
-# --- ep16-ep17: RoPE, YaRN and MLA with decoupled RoPE ------------------------------------------
+@alternative("ep12.expand_kv")
+def expand_kv_einsum(c, w_uk, w_uv, n_heads):
+    def per_head(w):
+        return torch.einsum("...sc,hdc->...shd", c, w.view(n_heads, -1, w.shape[-1]))
+    return per_head(w_uk), per_head(w_uv)
+
+
+@alternative("ep12.absorbed_context")
+def absorbed_context_loop_over_heads(weights, c, w_uv):
+    n_heads = weights.shape[-2]
+    w = w_uv.view(n_heads, -1, w_uv.shape[-1])  # (h, d_v, c)
+    return torch.stack([(weights[..., j, :] @ c) @ w[j].T for j in range(n_heads)], dim=-2)
+
+
+# --- ep15-ep17: positions, RoPE, YaRN and MLA with decoupled RoPE ------------------------------
+
+
+@alternative("ep15.sinusoidal_positional_encoding")
+def sinusoidal_by_exp_log(seq_len, d_model, base=10000.0, dtype=torch.float32):
+    """The original Transformer's recipe, exp(2i · -ln(base) / d), in float64 as the docstring asks."""
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(base) / d_model))
+    angles = torch.arange(seq_len, dtype=torch.float64)[:, None] * div
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1).to(dtype)
+
+
+@alternative("capstone.additive_causal_mask")
+def additive_mask_by_where(seqlen, start_pos=0):
+    if seqlen == 1:
+        return None
+    allowed = _causal_allowed(seqlen, start_pos + seqlen)
+    return torch.where(allowed, 0.0, float("-inf"))
 
 
 @alternative("ep16.rope_frequencies")
