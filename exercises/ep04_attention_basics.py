@@ -41,7 +41,8 @@ def attention_weights(scores: torch.Tensor) -> torch.Tensor:
 
     Returns:
         torch.Tensor: Weights ``(b, t, s)``, same dtype; every row (last axis)
-        is non-negative and sums to 1.
+        is non-negative and sums to 1
+        (float64 inputs give a float64 result; the softmax may be computed in float32).
 
     Example:
         >>> attention_weights(torch.tensor([[[0.0, 0.0], [0.0, 2.0]]])).round(decimals=4)
@@ -59,7 +60,8 @@ def context_vectors(x: torch.Tensor) -> torch.Tensor:
 
     Returns:
         torch.Tensor: Context vectors ``(b, t, d)``, same dtype: row ``i`` is the
-        attention-weighted average of all token embeddings, weighted by query ``i``'s row.
+        attention-weighted average of all token embeddings, weighted by query ``i``'s row
+        (float64 inputs give a float64 result; the softmax may be computed in float32).
 
     Example:
         >>> x = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])

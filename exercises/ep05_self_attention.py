@@ -31,7 +31,8 @@ def scaled_dot_product_attention(
     Returns:
         tuple[torch.Tensor, torch.Tensor]: ``out`` ``(..., t, d_v)`` and
         ``weights`` ``(..., t, s)``, both in the dtype of ``q``; each row of
-        ``weights`` sums to 1.
+        ``weights`` sums to 1. float64 inputs give a float64 result; the softmax
+        may be computed in float32.
 
     Example:
         >>> q = k = torch.eye(2).unsqueeze(0)           # (1, 2, 2)
@@ -69,8 +70,9 @@ class SelfAttention(nn.Module):
             x (torch.Tensor): Inputs ``(b, t, d_in)``, float.
 
         Returns:
-            torch.Tensor: Context vectors ``(b, t, d_out)``, same dtype. The
-            scores are scaled by ``1/√d_out`` (the key width).
+            torch.Tensor: Context vectors ``(b, t, d_out)``, same dtype
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
+            The scores are scaled by ``1/√d_out`` (the key width).
 
         Example:
             >>> attn = SelfAttention(d_in=3, d_out=2)

@@ -52,7 +52,8 @@ def causal_attention(
 
     Returns:
         tuple[torch.Tensor, torch.Tensor]: ``out`` ``(..., t, d_v)`` and
-        ``weights`` ``(..., t, s)`` (zero on the future), dtype of ``q``.
+        ``weights`` ``(..., t, s)`` (zero on the future), dtype of ``q``
+        (float64 inputs give a float64 result; the softmax may be computed in float32).
 
     Example:
         >>> q = k = v = torch.randn(1, 3, 4)
@@ -96,9 +97,11 @@ class CausalAttention(nn.Module):
             x (torch.Tensor): Inputs ``(b, t, d_in)``, float, ``t <= context_length``.
 
         Returns:
-            torch.Tensor: ``(b, t, d_out)``, same dtype. Output ``i`` depends only
-            on ``x[:, :i+1]``. Scores are scaled by ``1/√d_out``; in training mode
-            ``self.dropout`` is applied to the weights (after the softmax).
+            torch.Tensor: ``(b, t, d_out)``, same dtype
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
+            Output ``i`` depends only on ``x[:, :i+1]``. Scores are scaled by
+            ``1/√d_out``; in training mode ``self.dropout`` is applied to the
+            weights (after the softmax).
 
         Example:
             >>> ca = CausalAttention(d_in=3, d_out=2, context_length=8, dropout=0.0)

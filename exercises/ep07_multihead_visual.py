@@ -98,7 +98,8 @@ class MultiHeadAttentionWrapper(nn.Module):
 
         Returns:
             torch.Tensor: ``(b, t, num_heads · d_out)``, same dtype; features
-            ``i·d_out … (i+1)·d_out − 1`` are head ``i``'s output.
+            ``i·d_out … (i+1)·d_out − 1`` are head ``i``'s output
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
 
         Example:
             >>> mha = MultiHeadAttentionWrapper(d_in=3, d_out=2, context_length=6, dropout=0.0, num_heads=2)

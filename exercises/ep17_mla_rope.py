@@ -124,7 +124,8 @@ class MLA(nn.Module):
                 ``start_pos = 0``; None when ``t == 1`` (a new token sees everything cached).
 
         Returns:
-            torch.Tensor: ``(b, t, dim)``, dtype of ``x``.
+            torch.Tensor: ``(b, t, dim)``, dtype of ``x``
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
 
         Example:
             >>> cfg = DeepSeekConfig()                      # dim 32, rope dims 4
@@ -168,7 +169,7 @@ class MLA(nn.Module):
         raise NotImplementedError("ep17.MLA")
 
     def attention_weights(self, scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Adds the mask and takes the softmax over the keys in float32 (float64 stays float64).
+        """Adds the mask and takes the softmax over the keys; the softmax runs in float32, as in DeepSeek.
 
         Args:
             scores (torch.Tensor): ``(b, t, h, s)`` scaled scores.
@@ -176,6 +177,8 @@ class MLA(nn.Module):
 
         Returns:
             torch.Tensor: ``(b, t, h, s)`` weights in the dtype of ``scores``, rows summing to 1.
+            bfloat16 scores are normalised in float32 and rounded to bfloat16 once;
+            float64 inputs give a float64 result; the softmax may be computed in float32.
         """
         raise NotImplementedError("ep17.MLA")
 

@@ -64,7 +64,9 @@ class MultiHeadAttention(nn.Module):
             x (torch.Tensor): ``(b, t, d_in)``, float, ``t <= context_length``.
 
         Returns:
-            torch.Tensor: ``(b, t, d_out)``, same dtype. Output ``i`` depends only on ``x[:, :i+1]``.
+            torch.Tensor: ``(b, t, d_out)``, same dtype
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
+            Output ``i`` depends only on ``x[:, :i+1]``.
 
         Example:
             >>> mha = MultiHeadAttention(d_in=3, d_out=4, context_length=6, dropout=0.0, num_heads=2)

@@ -106,7 +106,8 @@ class CachedMultiHeadAttention(MultiHeadAttention):
             cache (KVCache, optional): This layer's cache; updated in place. Defaults to None.
 
         Returns:
-            torch.Tensor: ``(b, t, d_out)``, same dtype as ``x``.
+            torch.Tensor: ``(b, t, d_out)``, same dtype as ``x``
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
 
         Example:
             >>> attn = CachedMultiHeadAttention(d_in=3, d_out=4, context_length=8, dropout=0.0, num_heads=2)

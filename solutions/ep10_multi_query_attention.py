@@ -53,7 +53,9 @@ class MultiQueryAttention(MultiHeadAttention):
             x (torch.Tensor): ``(b, t, d_in)``, float, ``t <= context_length``.
 
         Returns:
-            torch.Tensor: ``(b, t, d_out)``, same dtype. Output ``i`` depends only on ``x[:, :i+1]``.
+            torch.Tensor: ``(b, t, d_out)``, same dtype
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
+            Output ``i`` depends only on ``x[:, :i+1]``.
 
         Example:
             >>> mqa = MultiQueryAttention(d_in=3, d_out=8, num_heads=4, context_length=6)

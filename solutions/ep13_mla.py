@@ -110,9 +110,10 @@ class MultiHeadLatentAttention(nn.Module):
                 this sequence are already cached. Defaults to 0 (a new sequence).
 
         Returns:
-            torch.Tensor: ``(b, t, d_model)``, dtype of ``x``. Prefilling a prompt,
-            then feeding tokens one at a time with increasing ``start_pos``, gives
-            the outputs of one ``forward`` over the whole sequence.
+            torch.Tensor: ``(b, t, d_model)``, dtype of ``x``
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
+            Prefilling a prompt, then feeding tokens one at a time with increasing
+            ``start_pos``, gives the outputs of one ``forward`` over the whole sequence.
 
         Example:
             >>> mla = MultiHeadLatentAttention(d_model=16, n_heads=4, head_dim=8, kv_lora_rank=6)
@@ -151,7 +152,7 @@ class MultiHeadLatentAttention(nn.Module):
         ### END SOLUTION
 
     def attention_weights(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scales, masks and normalises the scores; the softmax runs in float32 (float64 stays float64).
+        """Scales, masks and normalises the scores; the softmax runs in float32, as in DeepSeek.
 
         Args:
             scores (torch.Tensor): ``(b, t, h, s)`` unscaled ``q · k``.
@@ -159,6 +160,8 @@ class MultiHeadLatentAttention(nn.Module):
 
         Returns:
             torch.Tensor: ``(b, t, h, s)`` weights in the dtype of ``scores``; each row sums to 1.
+            bfloat16 scores are normalised in float32 and rounded to bfloat16 once;
+            float64 inputs give a float64 result; the softmax may be computed in float32.
         """
         ### BEGIN SOLUTION
         scores = (scores * self.softmax_scale).masked_fill(mask.unsqueeze(1), float("-inf"))  # (t, 1, s)

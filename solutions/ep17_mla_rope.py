@@ -130,7 +130,8 @@ class MLA(nn.Module):
                 ``start_pos = 0``; None when ``t == 1`` (a new token sees everything cached).
 
         Returns:
-            torch.Tensor: ``(b, t, dim)``, dtype of ``x``.
+            torch.Tensor: ``(b, t, dim)``, dtype of ``x``
+            (float64 inputs give a float64 result; the softmax may be computed in float32).
 
         Example:
             >>> cfg = DeepSeekConfig()                      # dim 32, rope dims 4
@@ -193,7 +194,7 @@ class MLA(nn.Module):
         ### END SOLUTION
 
     def attention_weights(self, scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Adds the mask and takes the softmax over the keys in float32 (float64 stays float64).
+        """Adds the mask and takes the softmax over the keys; the softmax runs in float32, as in DeepSeek.
 
         Args:
             scores (torch.Tensor): ``(b, t, h, s)`` scaled scores.
@@ -201,6 +202,8 @@ class MLA(nn.Module):
 
         Returns:
             torch.Tensor: ``(b, t, h, s)`` weights in the dtype of ``scores``, rows summing to 1.
+            bfloat16 scores are normalised in float32 and rounded to bfloat16 once;
+            float64 inputs give a float64 result; the softmax may be computed in float32.
         """
         ### BEGIN SOLUTION
         dtype = scores.dtype  # a float32 mask must not promote bfloat16 scores

@@ -335,7 +335,7 @@ def hidden_stages(impl, c, gen, given):
 
 
 def _block(self, x, start_pos, freqs_cis, mask, post_norm=False, attn_residual=True, parallel=False,
-           normed_residual=False, shared_norm=False):
+           normed_residual=False, shared_norm=False, ffn_residual=True):
     """The reference block with one thing changed (for the misconceptions below)."""
     attend = (lambda v: self.attn(v, start_pos, freqs_cis, mask))
     ffn_norm = self.attn_norm if shared_norm else self.ffn_norm
@@ -344,7 +344,7 @@ def _block(self, x, start_pos, freqs_cis, mask, post_norm=False, attn_residual=T
         return ffn_norm(h + self.ffn(h))
     normed = self.attn_norm(x)
     h = (normed if normed_residual else x if attn_residual else 0) + attend(normed)
-    return h + self.ffn(ffn_norm(x if parallel else h))
+    return (h if ffn_residual else 0) + self.ffn(ffn_norm(x if parallel else h))
 
 
 BLOCK_MISCONCEPTIONS = [  # (name, hint, what _block changes)
@@ -353,6 +353,9 @@ BLOCK_MISCONCEPTIONS = [  # (name, hint, what _block changes)
                   "attn_norm(x + attn(x, …)) as in the original Transformer.", {"post_norm": True}),
     ("attention_residual_missing", "Add the attention's output to the block's input: h = x + attn(attn_norm(x), …). "
                                    "Without the residual the stream loses x.", {"attn_residual": False}),
+    ("ffn_residual_missing", "Add the feed-forward output to the stream as well: out = h + ffn(ffn_norm(h)). "
+                             "Without this second residual the block returns only the FFN's output.",
+     {"ffn_residual": False}),
     ("parallel_ffn", "The feed-forward network reads the stream *after* the attention: ffn(ffn_norm(h)) with "
                      "h = x + attn(…), not ffn(ffn_norm(x)) of the block's input.", {"parallel": True}),
     ("residual_of_normed_input", "The residual carries the block's raw input x, not its normalised copy: "

@@ -169,16 +169,18 @@ def kv_bytes(impl, c):
     return impl.kv_cache_bytes(*(c.params[k] for k in KV_ARGS))
 
 
-@kv.check(case(n_layers=3, n_kv_heads=5, head_dim=8, seq_len=7, batch=2, bytes_per_element=2),
-          case(n_layers=32, n_kv_heads=32, head_dim=128, seq_len=4096, batch=1, bytes_per_element=2),
-          case(n_layers=2, n_kv_heads=1, head_dim=16, seq_len=1, batch=3, bytes_per_element=4))
+# No layer count, batch or element size of 2 (the factor of keys and values), so that each mistake below gives
+# its own number and only its own hint shows.
+@kv.check(case(n_layers=3, n_kv_heads=5, head_dim=8, seq_len=7, batch=5, bytes_per_element=4),
+          case(n_layers=32, n_kv_heads=32, head_dim=128, seq_len=4096, batch=1, bytes_per_element=4),
+          case(n_layers=6, n_kv_heads=1, head_dim=16, seq_len=1, batch=3, bytes_per_element=8))
 def cache_sizes(impl, c, gen):
     """bytes of keys and values for every layer, head, token and sequence"""
     return kv_bytes(impl, c)
 
 
 @kv.check(case(n_layers=61, n_kv_heads=128, head_dim=128, seq_len=32768, batch=4, bytes_per_element=1),
-          case(n_layers=5, n_kv_heads=3, head_dim=6, seq_len=9, batch=7, bytes_per_element=2), hidden=True)
+          case(n_layers=5, n_kv_heads=3, head_dim=6, seq_len=9, batch=7, bytes_per_element=4), hidden=True)
 def hidden_cache_sizes(impl, c, gen):
     """a DeepSeek-sized MHA cache in FP8; odd sizes"""
     return kv_bytes(impl, c)
@@ -192,6 +194,12 @@ def _(n_layers, n_kv_heads, head_dim, seq_len, batch, bytes_per_element):
 @kv.misconception("one_layer", "Every layer keeps its own keys and values: multiply by n_layers.")
 def _(n_layers, n_kv_heads, head_dim, seq_len, batch, bytes_per_element):
     return 2 * n_kv_heads * head_dim * seq_len * batch * bytes_per_element
+
+
+@kv.misconception("elements_not_bytes", "That is the number of cached elements; multiply by bytes_per_element for "
+                  "the size in bytes.")
+def _(n_layers, n_kv_heads, head_dim, seq_len, batch, bytes_per_element):
+    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch
 
 
 @kv.misconception("one_sequence", "Each sequence of the batch has its own cache: multiply by batch.")

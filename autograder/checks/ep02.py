@@ -80,6 +80,13 @@ def _(x, dim=-1):
     return e / e.sum(dim=-1, keepdim=True)
 
 
+@softmax.misconception("sum_over_everything", "Divide by the sum along dim, e.sum(dim=dim, keepdim=True), so that "
+                       "each row sums to 1; e.sum() adds up the whole tensor.")
+def _(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum()
+
+
 @softmax.misconception("global_max", "Subtract the maximum of *each row* (amax(dim, keepdim=True)), not of the whole "
                        "tensor: a row far below the global maximum underflows to all zeros (0/0 = NaN).")
 def _(x, dim=-1):
@@ -178,6 +185,13 @@ def _always_float32(x, weight, eps=1e-6):
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
 
 
+def _rms(x, weight, eps=1e-6, reduce=torch.mean, weighted=True):
+    """The float32 normalisation with the reduction of x² or the weight changed."""
+    xw = x.to(torch.promote_types(x.dtype, torch.float32))
+    y = xw * torch.rsqrt(reduce(xw.pow(2), dim=-1, keepdim=True) + eps)
+    return (y * weight.to(xw.dtype) if weighted else y).to(x.dtype)
+
+
 def _no_cast_back(x, weight, eps=1e-6):
     xw = x.to(torch.promote_types(x.dtype, torch.float32))
     return xw * torch.rsqrt(xw.pow(2).mean(-1, keepdim=True) + eps) * weight.to(xw.dtype)
@@ -196,6 +210,11 @@ RMS_MISCONCEPTIONS = [
     ("always_float32", "x.float() rounds a float64 input to float32. Upcast to *at least* float32: "
                        "x.to(torch.promote_types(x.dtype, torch.float32)) keeps float64 exact.", _always_float32),
     ("no_cast_back", "Return the input's dtype: cast the float32 result back with .to(x.dtype).", _no_cast_back),
+    ("weight_forgotten", "Multiply the normalised x by the learned weight (elementwise, one scale per feature): "
+                         "y = x / rms(x) * weight.", lambda x, weight, eps=1e-6: _rms(x, weight, eps, weighted=False)),
+    ("sum_not_mean", "The root mean square averages the squares: mean(x², last axis), i.e. divide their sum by "
+                     "dim. Summing makes the output shrink with the width.",
+     lambda x, weight, eps=1e-6: _rms(x, weight, eps, reduce=torch.sum)),
 ]
 for _name, _hint, _fn in RMS_MISCONCEPTIONS:
     rms.misconception(_name, _hint)(_fn)

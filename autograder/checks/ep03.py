@@ -12,9 +12,20 @@ EPISODE = Episode("ep03", "Journey of a Token into the LLM Architecture", video=
                   module="ep03_token_journey")
 
 
+def exact_halvings(gen, c):
+    """``(*lead, vocab)`` logits ``-k·ln 2`` whose softmax is exactly 1/2, 1/4, …, 2^-(vocab-1), 2^-(vocab-1)
+    (each row in a random order): the mass above each token is exact, so top-p can be checked at an exact tie
+    (e.g. top_p = 0.75 = 1/2 + 1/4) with any correct softmax."""
+    halvings = torch.tensor([*range(c.vocab - 1), c.vocab - 2], dtype=torch.float64)
+    rows = torch.stack([halvings[torch.randperm(c.vocab, generator=gen)] for _ in range(math.prod(c.lead))])
+    return (-math.log(2.0) * rows).to(dtype_of(c)).reshape(*c.lead, c.vocab)
+
+
 def logits_for(gen, c):
     """``(*lead, vocab)`` logits: random (``c.scale``), plus ``c.offset``, or small integers when ``c.ties``."""
     shape = (*c.lead, c.vocab)
+    if c.params.get("exact_tie"):
+        return exact_halvings(gen, c)
     if c.params.get("ties"):
         x = randint(gen, 4, *shape).to(dtype_of(c))  # few distinct values: many exact ties
         return noncontiguous(x) if c.params.get("noncontiguous") else x
@@ -135,6 +146,13 @@ def _(logits, targets):
     return _nll(torch.log(p), targets).mean()
 
 
+@ce.misconception("log_of_softmax", "torch.log(torch.softmax(...)) underflows: an unlikely target's probability "
+                  "rounds to 0 and log(0) = -inf. Stay in log space: loss = logsumexp(logits) - logits[target] (or "
+                  "torch.log_softmax).")
+def _(logits, targets):
+    return _nll(torch.log(torch.softmax(logits, dim=-1)), targets).mean()
+
+
 @ce.misconception("sum_not_mean", "F.cross_entropy averages over the positions (reduction='mean'); you summed.")
 def _(logits, targets):
     return _nll(_log_softmax(logits, -1), targets).sum()
@@ -214,9 +232,10 @@ def top_k_only(impl, c, gen):
 
 @sampling.check(case(lead=[4], vocab=10, top_p=0.8, scale=2.0), case(lead=[3], vocab=6, top_p=0.5, temperature=0.5),
                 case(lead=[3], vocab=7, top_p=0.3, temperature=3.0, scale=2.0), case(lead=[2], vocab=4, top_p=1.0),
-                case(lead=[5], vocab=6, top_p=0.6, ties=True))
+                case(lead=[5], vocab=6, top_p=0.6, ties=True), case(lead=[5], vocab=4, top_p=0.75, exact_tie=True))
 def top_p_only(impl, c, gen):
-    """top-p: the most probable tokens until their mass reaches p (the crossing token and its ties included)"""
+    """top-p: the most probable tokens until their mass reaches p (the crossing token and its ties included; a
+    token whose more probable tokens already hold exactly p is dropped)"""
     return distribution(impl, c, gen)
 
 
@@ -230,7 +249,8 @@ def all_three(impl, c, gen):
 @sampling.check(case(lead=[2, 3], vocab=9, temperature=0.8, top_k=6, top_p=0.75, scale=2.0, noncontiguous=True),
                 case(lead=[6], vocab=5, top_p=0.45, ties=True), case(lead=[4], vocab=7, top_k=3, top_p=0.9, ties=True),
                 case(lead=[3], vocab=10, temperature=3.0, top_k=6, top_p=0.5, scale=3.0, dtype="float64"),
-                case(lead=[2], vocab=8, temperature=0.9, top_p=0.85, scale=20.0, offset=1000.0), hidden=True)
+                case(lead=[2], vocab=8, temperature=0.9, top_p=0.85, scale=20.0, offset=1000.0),
+                case(lead=[2], vocab=3, top_p=0.5, exact_tie=True), hidden=True)
 def hidden_distributions(impl, c, gen):
     """(b, t, vocab) non-contiguous; ties; float64; large logits"""
     return distribution(impl, c, gen)
@@ -304,6 +324,18 @@ def _(logits, temperature=1.0, top_k=None, top_p=None):
                          lambda s: (s.cumsum(-1) > 1 - top_p) | _first(s).flip(-1), descending=False)
 
 
+@sampling.misconception("top_p_keeps_at_threshold", "A token stays only while the mass of the tokens more probable "
+                        "than it is *strictly* below top_p (mass_before < top_p): when the tokens before it reach "
+                        "top_p exactly, it is dropped.")
+def _(logits, temperature=1.0, top_k=None, top_p=None):
+    probs = _reference(logits, temperature, top_k)
+    if top_p is None or top_p >= 1.0:
+        return probs
+    sorted_probs = probs.sort(dim=-1, descending=True).values
+    n_kept = (sorted_probs.cumsum(dim=-1) - sorted_probs <= top_p).sum(dim=-1, keepdim=True)
+    return _reference(_only(logits, probs >= sorted_probs.gather(-1, n_kept - 1)), temperature)
+
+
 @sampling.misconception("top_k_breaks_ties", "Tokens tied with the k-th largest logit are all kept: compare with "
                         "the k-th value (z >= kth), do not keep exactly k indices from topk.")
 def _(logits, temperature=1.0, top_k=None, top_p=None):
@@ -312,6 +344,14 @@ def _(logits, temperature=1.0, top_k=None, top_p=None):
     index = logits.topk(top_k, dim=-1).indices
     kept = torch.zeros(logits.shape, dtype=torch.bool).scatter(-1, index, True)
     return _reference(_only(logits, kept), temperature, None, top_p)
+
+
+@sampling.misconception("top_k_drops_kth", "Keep the tokens whose logit is at least the k-th largest (z >= kth); "
+                        "with z > kth only k - 1 tokens survive.")
+def _(logits, temperature=1.0, top_k=None, top_p=None):
+    if top_k is None or top_k >= logits.shape[-1]:
+        return _reference(logits, temperature, None, top_p)
+    return _reference(_only(logits, logits > logits.topk(top_k, dim=-1).values[..., -1:]), temperature, None, top_p)
 
 
 @sampling.misconception("not_renormalised", "After zeroing the tokens top-p removes, divide by the remaining mass "

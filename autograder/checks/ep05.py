@@ -6,6 +6,7 @@ import torch
 
 from ..probing import build, dtype_of, named, noncontiguous, randn
 from ..registry import Episode, case
+from .ep04 import SOFTMAX_IN_FLOAT32
 
 EPISODE = Episode("ep05", "Self Attention Mechanism – Handwritten from Scratch",
                   video="https://youtu.be/s8mskq-nzec", module="ep05_self_attention")
@@ -35,7 +36,7 @@ sdpa = EPISODE.exercise("scaled_dot_product_attention")
 
 
 @sdpa.check(case(lead=[2], t=5, s=7, d_k=4, d_v=3), case(lead=[1], t=1, s=1, d_k=8, d_v=2),
-            case(lead=[3], t=4, s=6, d_k=6, d_v=5, dtype="float64"))
+            case(lead=[3], t=4, s=6, d_k=6, d_v=5, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def random_inputs(impl, c, gen):
     """out and weights for random q, k, v (no mask)"""
     return named(impl.scaled_dot_product_attention(*qkv(gen, c)), "out", "weights")
@@ -56,7 +57,8 @@ def leading_dims(impl, c, gen):
 
 @sdpa.check(case(lead=[3], t=6, s=6, d_k=6, d_v=4, noncontiguous=True),
             case(lead=[2], t=3, s=8, d_k=16, d_v=3, scale=6.0),
-            case(lead=[2, 2], t=4, s=9, d_k=5, d_v=7, masked=True, dtype="float64"), hidden=True)
+            case(lead=[2, 2], t=4, s=9, d_k=5, d_v=7, masked=True, dtype="float64"), hidden=True,
+            tolerances=SOFTMAX_IN_FLOAT32)
 def hidden_inputs(impl, c, gen):
     """non-contiguous inputs, large scores, a masked float64 case"""
     q, k, v = qkv(gen, c)
@@ -64,11 +66,12 @@ def hidden_inputs(impl, c, gen):
     return named(impl.scaled_dot_product_attention(q, k, v, mask), "out", "weights")
 
 
-def _attend(q, k, v, mask, scale, softmax_dim=-1, fill=float("-inf")):
-    scores = q @ k.transpose(-2, -1) * scale
+def _attend(q, k, v, mask, scale, softmax_dim=-1, fill=float("-inf"), scale_weights=False):
+    """Attention with its details as switches (``scale_weights``: the scale multiplies the weights, a bug)."""
+    scores = q @ k.transpose(-2, -1) * (1.0 if scale_weights else scale)
     if mask is not None:
         scores = scores.masked_fill(mask, fill)
-    w = torch.softmax(scores, dim=softmax_dim)
+    w = torch.softmax(scores, dim=softmax_dim) * (scale if scale_weights else 1.0)
     return w @ v, w
 
 
@@ -87,6 +90,18 @@ def _(q, k, v, mask=None):
                     "queries and keys (q.shape[-1]), not of the values.")
 def _(q, k, v, mask=None):
     return _attend(q, k, v, mask, 1.0 / math.sqrt(v.shape[-1]))
+
+
+@sdpa.misconception("scaled_after_softmax", "Scale the scores, not the weights: softmax(q kᵀ / √d_k). Dividing "
+                    "the weights by √d_k after the softmax leaves rows that no longer sum to 1.")
+def _(q, k, v, mask=None):
+    return _attend(q, k, v, mask, 1.0 / math.sqrt(q.shape[-1]), scale_weights=True)
+
+
+@sdpa.misconception("mask_ignored", "A mask was given and ignored: set the scores where mask is True to -inf "
+                    "(scores.masked_fill(mask, float('-inf'))) before the softmax.")
+def _(q, k, v, mask=None):
+    return _attend(q, k, v, None, 1.0 / math.sqrt(q.shape[-1]))
 
 
 @sdpa.misconception("softmax_wrong_axis", "The softmax ran over the query axis. Each query's weights over the "
@@ -133,7 +148,7 @@ self_attention = EPISODE.exercise("SelfAttention", method="forward")
 
 @self_attention.check(case(b=2, t=5, d_in=3, d_out=4), case(b=1, t=1, d_in=6, d_out=2),
                       case(b=3, t=4, d_in=5, d_out=7, qkv_bias=True),
-                      case(b=2, t=6, d_in=4, d_out=3, dtype="float64"))
+                      case(b=2, t=6, d_in=4, d_out=3, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def forward_random(impl, c, gen):
     """forward on random inputs with seeded weights"""
     dtype = dtype_of(c)
@@ -161,6 +176,13 @@ def _(self, x):
 def _(self, x):
     q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
     return _attend(q, k, v, None, 1.0)[0]
+
+
+@self_attention.misconception("scaled_after_softmax", "Scale the scores, not the weights: softmax(q kᵀ / √d_out), "
+                              "then multiply by the values.")
+def _(self, x):
+    q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+    return _attend(q, k, v, None, 1.0 / math.sqrt(k.shape[-1]), scale_weights=True)[0]
 
 
 @self_attention.misconception("queries_keys_swapped", "Queries and keys are swapped: scores[i, j] must be "

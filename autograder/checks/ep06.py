@@ -7,6 +7,7 @@ import torch
 from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, named, noncontiguous, randn
 from ..registry import Episode, case
+from .ep04 import SOFTMAX_IN_FLOAT32
 
 EPISODE = Episode("ep06", "Causal Attention Explained: Don’t Peek into the Future",
                   video="https://youtu.be/c6Kkj6iLeBg", module="ep06_causal_attention")
@@ -88,7 +89,8 @@ def qkv(gen, c):
     return q, k, v
 
 
-@causal.check(case(b=2, t=5, d=4, d_v=3), case(b=1, t=1, d=6, d_v=2), case(b=3, t=6, d=5, d_v=4, dtype="float64"))
+@causal.check(case(b=2, t=5, d=4, d_v=3), case(b=1, t=1, d=6, d_v=2), case(b=3, t=6, d=5, d_v=4, dtype="float64"),
+              tolerances=SOFTMAX_IN_FLOAT32)
 def random_inputs(impl, c, gen):
     """out and weights for random q, k, v"""
     return named(impl.causal_attention(*qkv(gen, c)), "out", "weights")
@@ -153,7 +155,7 @@ def make_layer(impl, c, gen):
 
 @layer.check(case(b=2, t=5, d_in=3, d_out=4, ctx=8), case(b=1, t=1, d_in=4, d_out=2, ctx=6),
              case(b=2, t=6, d_in=5, d_out=3, ctx=6, qkv_bias=True),
-             case(b=3, t=4, d_in=6, d_out=5, ctx=10, dtype="float64"))
+             case(b=3, t=4, d_in=6, d_out=5, ctx=10, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def forward_eval(impl, c, gen):
     """forward in eval mode (dropout inactive) on random inputs"""
     return make_layer(impl, c, gen)(randn(gen, c.b, c.t, c.d_in, dtype=dtype_of(c)))
@@ -197,16 +199,16 @@ def forward_hidden(impl, c, gen):
     return make_layer(impl, c, gen)(noncontiguous(x) if c.params.get("noncontiguous") else x)
 
 
-def _layer(self, x, mask, dropout_where="weights", softmax_first=False):
-    """CausalAttention.forward with a given mask and dropout placement (for the variants below)."""
+def _layer(self, x, mask, dropout_where="weights", softmax_first=False, scaled=True, fill=float("-inf")):
+    """CausalAttention.forward with a given mask, fill, scaling and dropout placement (for the variants below)."""
     q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
-    scores = q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])
+    scores = q @ k.transpose(1, 2) / (math.sqrt(k.shape[-1]) if scaled else 1.0)
     if dropout_where == "scores":
         scores = self.dropout(scores)
     if softmax_first:
         w = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
     else:
-        w = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+        w = torch.softmax(scores.masked_fill(mask, fill), dim=-1)
     if dropout_where == "weights":
         w = self.dropout(w)
     out = w @ v
@@ -232,6 +234,20 @@ def _(self, x):
 def _(self, x):
     t = x.shape[1]
     return _layer(self, x, self.mask[:t, :t], softmax_first=True)
+
+
+@layer.misconception("no_scale", "The scores were not scaled: divide q kᵀ by √d_out (keys.shape[-1]) before the "
+                     "mask and the softmax.")
+def _(self, x):
+    t = x.shape[1]
+    return _layer(self, x, self.mask[:t, :t], scaled=False)
+
+
+@layer.misconception("mask_with_zero", "Masked scores set to 0 still get weight (exp(0) = 1): fill them with -inf, "
+                     "scores.masked_fill(self.mask[:t, :t], float('-inf')).")
+def _(self, x):
+    t = x.shape[1]
+    return _layer(self, x, self.mask[:t, :t], fill=0.0)
 
 
 @layer.misconception("dropout_on_output", "Dropout belongs on the attention weights (after the softmax), not on the "

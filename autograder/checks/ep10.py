@@ -1,13 +1,11 @@
 """Checks for episode 10: multi-query attention and the size of its KV cache."""
 
-import math
-
-import torch
-
+from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
-from .ep07 import inputs, merge_without_transpose
-from .ep08 import attend_heads
+from .ep04 import SOFTMAX_IN_FLOAT32
+from .ep07 import inputs
+from .ep08 import attend_heads, dropout_of_one_head, head_misconceptions
 
 EPISODE = Episode("ep10", "Multi-Query Attention Explained", video="https://youtu.be/Z6B51Odtn-Y",
                   module="ep10_multi_query_attention")
@@ -24,7 +22,7 @@ def make_mqa(impl, c, gen):
 
 @mqa.check(case(b=2, t=5, d_in=6, h=3, d=4, ctx=8), case(b=1, t=1, d_in=4, h=2, d=3, ctx=4),
            case(b=3, t=4, d_in=5, h=4, d=2, ctx=6, qkv_bias=True),
-           case(b=2, t=6, d_in=3, h=2, d=5, ctx=6, dtype="float64"))
+           case(b=2, t=6, d_in=3, h=2, d=5, ctx=6, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def forward_eval(impl, c, gen):
     """forward in eval mode: h query heads over one shared key/value head"""
     return make_mqa(impl, c, gen)(inputs(gen, c, c.b, c.t, c.d_in))
@@ -36,8 +34,14 @@ def no_peeking(impl, c, gen):
     return future_change(make_mqa(impl, c, gen), [randn(gen, c.b, c.t, c.d_in)], c.i, gen)
 
 
+@mqa.check(case(t=32, b=16, p=0.25), tolerances={"scalar": Tolerance(0.04, 0.0)})
+def dropout_in_training(impl, c, gen):
+    """in train mode, dropout zeroes a fraction p of the attention weights and rescales the rest by 1/(1-p)"""
+    return dropout_of_one_head(lambda d_in, d_out, ctx, p: impl.MultiQueryAttention(d_in, d_out, 1, ctx, p), c, gen)
+
+
 @mqa.check(case(b=3, t=7, d_in=6, h=2, d=3, ctx=7, noncontiguous=True), case(b=2, t=3, d_in=8, h=5, d=4, ctx=12),
-           case(b=2, t=4, d_in=3, h=6, d=1, ctx=5, dtype="float64"), hidden=True)
+           case(b=2, t=4, d_in=3, h=6, d=1, ctx=5, dtype="float64"), hidden=True, tolerances=SOFTMAX_IN_FLOAT32)
 def forward_hidden(impl, c, gen):
     """non-contiguous inputs; more heads than tokens; width-1 heads"""
     return make_mqa(impl, c, gen)(inputs(gen, c, c.b, c.t, c.d_in))
@@ -51,23 +55,8 @@ def _forward(self, x, **bug):
     return attend_heads(self, q, self.W_key(x).unsqueeze(1), self.W_value(x).unsqueeze(1), **bug)
 
 
-@mqa.misconception("scale_by_d_out", "The scores were scaled by 1/√d_out. Queries and the shared key are "
-                   "head_dim wide: scale by 1/√head_dim.")
-def _(self, x):
-    return _forward(self, x, scale=1 / math.sqrt(self.d_out))
-
-
-@mqa.misconception("merged_without_transpose", "The heads were merged in the wrong order: reshape (b, h, t, d) "
-                   "to (b, t, h·d) only after .transpose(1, 2).")
-def _(self, x):
-    return _forward(self, x, merge=merge_without_transpose)
-
-
-@mqa.misconception("no_mask", "MQA is still causal: fill the scores above the diagonal (self.mask[:t, :t]) "
-                   "with -inf before the softmax.")
-def _(self, x):
-    t = x.shape[1]
-    return _forward(self, x, mask=torch.zeros(t, t, dtype=torch.bool))
+head_misconceptions(mqa, _forward, "scale_by_d_out", "merged_without_transpose", "no_mask", "no_out_proj",
+                    "no_dropout")
 
 
 # --- kv_cache_elements_per_token ------------------------------------------------------------
@@ -86,7 +75,7 @@ def mha_and_mqa(impl, c, gen):
     return per_mechanism(impl, c)
 
 
-@elements.check(case(layers=2, heads=7, head_dim=3), case(layers=61, heads=128, head_dim=192), hidden=True)
+@elements.check(case(layers=5, heads=7, head_dim=3), case(layers=61, heads=128, head_dim=192), hidden=True)
 def hidden_sizes(impl, c, gen):
     """other sizes"""
     return per_mechanism(impl, c)

@@ -1,9 +1,11 @@
 """Checks for episode 11: repeat_kv, grouped-query attention, MHA→GQA conversion and cache sizes."""
 
+from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, randn
 from ..registry import Episode, case
-from .ep07 import inputs, merge_without_transpose, split_without_transpose
-from .ep08 import attend_heads
+from .ep04 import SOFTMAX_IN_FLOAT32
+from .ep07 import inputs, split_without_transpose
+from .ep08 import attend_heads, dropout_of_one_head, head_misconceptions
 
 EPISODE = Episode("ep11", "Understand Grouped Query Attention (GQA)", video="https://youtu.be/kx3rETIxo4Q",
                   module="ep11_grouped_query_attention")
@@ -53,7 +55,7 @@ def make_gqa(impl, c, gen):
 
 @gqa.check(case(b=2, t=5, d_in=6, h=4, g=2, d=3, ctx=8), case(b=1, t=1, d_in=4, h=6, g=3, d=2, ctx=4),
            case(b=3, t=4, d_in=5, h=3, g=3, d=2, ctx=6, qkv_bias=True),
-           case(b=2, t=6, d_in=3, h=4, g=1, d=5, ctx=6, dtype="float64"))
+           case(b=2, t=6, d_in=3, h=4, g=1, d=5, ctx=6, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def forward_eval(impl, c, gen):
     """forward in eval mode: h query heads in g groups (g = h is MHA, g = 1 is MQA)"""
     return make_gqa(impl, c, gen)(inputs(gen, c, c.b, c.t, c.d_in))
@@ -65,8 +67,15 @@ def no_peeking(impl, c, gen):
     return future_change(make_gqa(impl, c, gen), [randn(gen, c.b, c.t, c.d_in)], c.i, gen)
 
 
+@gqa.check(case(t=32, b=16, p=0.25), tolerances={"scalar": Tolerance(0.04, 0.0)})
+def dropout_in_training(impl, c, gen):
+    """in train mode, dropout zeroes a fraction p of the attention weights and rescales the rest by 1/(1-p)"""
+    return dropout_of_one_head(lambda d_in, d_out, ctx, p: impl.GroupedQueryAttention(d_in, d_out, 1, 1, ctx, p),
+                               c, gen)
+
+
 @gqa.check(case(b=3, t=7, d_in=6, h=6, g=2, d=3, ctx=7, noncontiguous=True),
-           case(b=2, t=3, d_in=8, h=8, g=4, d=2, ctx=12, dtype="float64"), hidden=True)
+           case(b=2, t=3, d_in=8, h=8, g=4, d=2, ctx=12, dtype="float64"), hidden=True, tolerances=SOFTMAX_IN_FLOAT32)
 def forward_hidden(impl, c, gen):
     """non-contiguous inputs; more heads and groups"""
     return make_gqa(impl, c, gen)(inputs(gen, c, c.b, c.t, c.d_in))
@@ -96,10 +105,8 @@ def _(self, x):
     return _forward(self, x, split_kv=split_without_transpose)
 
 
-@gqa.misconception("merged_without_transpose", "The heads were merged in the wrong order: reshape (b, h, t, d) "
-                   "to (b, t, h·d) only after .transpose(1, 2).")
-def _(self, x):
-    return _forward(self, x, merge=merge_without_transpose)
+head_misconceptions(gqa, _forward, "merged_without_transpose", "no_mask", "scale_by_d_out", "no_out_proj",
+                    "no_dropout")
 
 
 # --- mean_pool_kv_heads -------------------------------------------------------------------------

@@ -4,7 +4,9 @@ import torch
 
 from ..probing import build, dtype_of, future_change, noncontiguous, randn
 from ..registry import Episode, case
+from .ep04 import SOFTMAX_IN_FLOAT32
 from .ep12 import forms_per_head_tensor
+from .ep16 import BF16_ONE_STEP
 
 EPISODE = Episode("ep13", "Multi-Head Latent Attention – Code Implementation in Python",
                   video="https://youtu.be/mIaWmJVrMpc", module="ep13_mla")
@@ -55,7 +57,7 @@ def cache_state(layer) -> str:
 
 @mla.check(case(b=2, t=5, d_model=12, h=3, d=4, rank=6), case(b=1, t=1, d_model=8, h=2, d=3, rank=5),
            case(b=3, t=4, d_model=10, h=5, d=3, rank=7, q_lora=6),
-           case(b=2, t=6, d_model=9, h=3, d=5, rank=4, dtype="float64"))
+           case(b=2, t=6, d_model=9, h=3, d=5, rank=4, dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def forward_naive_and_absorbed(impl, c, gen):
     """forward(x) on a whole sequence, with the naive and the absorbed path (equal)"""
     layer, x = make_mla(impl, c, gen), inputs(gen, c, c.t)
@@ -81,6 +83,14 @@ def no_peeking(impl, c, gen):
     return both_paths(layer, lambda: future_change(layer, [x], c.i, gen))
 
 
+@mla.check(case(b=2, t=3, s=7, h=3, d=4, rank=5), tolerances=BF16_ONE_STEP)
+def bfloat16_attention_weights(impl, c, gen):
+    """attention_weights of bfloat16 scores: the softmax computed in float32, the weights rounded to bfloat16 once"""
+    layer = build(impl.MultiHeadLatentAttention, c.h * c.d, c.h, c.d, c.rank, gen=gen)  # scale d ** -0.5 = 1/2
+    scores = randn(gen, c.b, c.t, c.h, c.s, dtype=torch.bfloat16, scale=8.0)
+    return layer.attention_weights(scores, torch.ones(c.t, c.s, dtype=torch.bool).triu(c.s - c.t + 1))
+
+
 # --- decoding with the cache -----------------------------------------------------------------------
 
 
@@ -102,10 +112,26 @@ def decode(impl, c, gen):
 @mla.check(case(b=2, d_model=12, h=3, d=4, rank=6, chunks="4+1+1+1"),
            case(b=1, d_model=8, h=2, d=3, rank=5, chunks="1+1+1"),
            case(b=3, d_model=10, h=4, d=2, rank=7, q_lora=5, chunks="2+3+1"),
-           case(b=2, d_model=9, h=3, d=5, rank=4, chunks="3+2+1", dtype="float64"))
+           case(b=2, d_model=9, h=3, d=5, rank=4, chunks="3+2+1", dtype="float64"), tolerances=SOFTMAX_IN_FLOAT32)
 def prefill_then_decode(impl, c, gen):
     """a prompt, then tokens at start_pos = 4, 5, … (or chunks): equal to the full forward at every position"""
     return decode(impl, c, gen)
+
+
+@mla.check(case(b=2, d_model=12, h=3, d=4, rank=6, chunks="3+1+1"),
+           case(b=1, d_model=10, h=2, d=5, rank=7, q_lora=4, chunks="2+2+1"))
+def cache_after_decoding(impl, c, gen):
+    """pieces fed at start_pos = 0, 3, 4, … into an empty cache: kv_cache[:b, :s] holds each latent in its own row"""
+    layer, x = make_mla(impl, c, gen), inputs(gen, c, sum(chunk_sizes(c)))
+
+    def run():
+        layer.kv_cache.zero_()
+        start = 0
+        for t in chunk_sizes(c):
+            layer(x[:, start:start + t], start)
+            start += t
+        return layer.kv_cache[:c.b, :start].clone()
+    return both_paths(layer, run)
 
 
 # Sizes where attending over the latents needs no tensor as large as the keys (b·s·h·d elements).
@@ -126,7 +152,8 @@ def absorbed_decoding_reads_only_latents(impl, c, gen):
 
 @mla.check(case(b=3, t=7, d_model=6, h=2, d=3, rank=4, noncontiguous=True),
            case(b=2, t=3, d_model=8, h=5, d=2, rank=3, q_lora=6, scale=30.0),
-           case(b=1, t=5, d_model=7, h=3, d=4, rank=9, q_lora=3, dtype="float64"), hidden=True)
+           case(b=1, t=5, d_model=7, h=3, d=4, rank=9, q_lora=3, dtype="float64"), hidden=True,
+           tolerances=SOFTMAX_IN_FLOAT32)
 def hidden_forward(impl, c, gen):
     """non-contiguous inputs; large inputs with more heads than tokens; float64 with a low-rank query"""
     layer, x = make_mla(impl, c, gen), inputs(gen, c, c.t)
@@ -134,7 +161,8 @@ def hidden_forward(impl, c, gen):
 
 
 @mla.check(case(b=3, d_model=7, h=2, d=5, rank=4, q_lora=3, chunks="2+1+3+1", noncontiguous=True),
-           case(b=1, d_model=6, h=4, d=3, rank=5, chunks="5+2+1", dtype="float64"), hidden=True)
+           case(b=1, d_model=6, h=4, d=3, rank=5, chunks="5+2+1", dtype="float64"), hidden=True,
+           tolerances=SOFTMAX_IN_FLOAT32)
 def hidden_decoding(impl, c, gen):
     """uneven pieces; non-contiguous inputs; float64"""
     return decode(impl, c, gen)
@@ -149,11 +177,12 @@ def hidden_absorbed_decoding(impl, c, gen):
 # --- misconceptions ------------------------------------------------------------------------------
 
 
-def _forward(self, x, start_pos=0, query=None, cached=None, read=None, mask_fn=None, write_at=None):
+def _forward(self, x, start_pos=0, query=None, cached=None, read=None, mask_fn=None, write_at=None, read_all=False):
     """MultiHeadLatentAttention.forward with one part swapped for a buggy one (for the variants below).
 
     ``query(x)`` gives the flat queries, ``cached(x)`` what is written to the cache (at ``write_at``),
-    ``read(rows)`` turns the cache rows into the latents attended to, ``mask_fn(t, s)`` the mask.
+    ``read(rows)`` turns the cache rows into the latents attended to, ``mask_fn(t, s)`` the mask. The rows
+    read end after the written ones, or at ``start_pos + t`` with ``read_all``.
     """
     from solutions.ep06_causal_attention import causal_mask
 
@@ -163,7 +192,7 @@ def _forward(self, x, start_pos=0, query=None, cached=None, read=None, mask_fn=N
     q = query(x).unflatten(-1, (self.n_heads, self.head_dim))
     at = start_pos if write_at is None else write_at
     self.kv_cache[:bsz, at:at + seqlen] = (cached or (lambda y: self.kv_norm(self.wkv_a(y))))(x)
-    latent = (read or (lambda rows: rows))(self.kv_cache[:bsz, :at + seqlen])
+    latent = (read or (lambda rows: rows))(self.kv_cache[:bsz, :(start_pos if read_all else at) + seqlen])
     mask = (mask_fn or causal_mask)(seqlen, latent.shape[1])
     attend = self.attend_absorbed if self.absorb else self.attend_naive
     return self.wo(attend(q, latent, mask).flatten(2))
@@ -196,6 +225,13 @@ def _(self, x, start_pos=0):
     return _forward(self, x, start_pos, write_at=0)
 
 
+@mla.misconception("cache_written_at_row_0", "The new tokens' latents belong in rows start_pos … start_pos + t - 1: "
+                   "kv_cache[:b, start_pos:start_pos + t] = …. Writing them at [:b, :t] overwrites the first cached "
+                   "tokens, and the rows you then attend over hold stale latents.")
+def _(self, x, start_pos=0):
+    return _forward(self, x, start_pos, write_at=0, read_all=True)
+
+
 @mla.misconception("wkv_b_split_keys_then_values", "wkv_b's rows are grouped head by head, [W^UK_j; W^UV_j] for "
                    "each head j: view the weight as (h, 2d, c) and split the middle axis. Taking the first h·d rows "
                    "as all the keys and the rest as all the values reads the wrong rows.", method="split_wkv_b")
@@ -203,13 +239,42 @@ def _(self):
     return self.wkv_b.weight.split(self.n_heads * self.head_dim, dim=0)
 
 
+def _weights(self, scores, mask, scale=None, masked=True, in_bfloat16=False):
+    """MultiHeadLatentAttention.attention_weights with one step changed (for the variants below)."""
+    from solutions.ep02_building_blocks import softmax
+
+    scores = scores * (self.softmax_scale if scale is None else scale)
+    if masked:
+        scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+    if in_bfloat16:  # episode 2's softmax computes in the dtype of its input
+        return softmax(scores, dim=-1)
+    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
+
+
 @mla.misconception("absorbed_scale_by_latent_width", "Absorption changes where the dot products are taken, not "
                    "their values: the scale stays head_dim ** -0.5, not kv_lora_rank ** -0.5.",
                    method="attention_weights")
 def _(self, scores, mask):
-    scale = self.kv_lora_rank ** -0.5 if self.absorb else self.softmax_scale
-    scores = (scores * scale).masked_fill(mask.unsqueeze(1), float("-inf"))
-    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
+    return _weights(self, scores, mask, scale=self.kv_lora_rank ** -0.5 if self.absorb else None)
+
+
+@mla.misconception("no_scale", "Scale the scores by self.softmax_scale = head_dim ** -0.5 before the softmax.",
+                   method="attention_weights")
+def _(self, scores, mask):
+    return _weights(self, scores, mask, scale=1.0)
+
+
+@mla.misconception("mask_ignored", "Apply the causal mask: scores.masked_fill(mask.unsqueeze(1), float('-inf')) "
+                   "(the same (t, s) mask for every head) before the softmax.", method="attention_weights")
+def _(self, scores, mask):
+    return _weights(self, scores, mask, masked=False)
+
+
+@mla.misconception("softmax_in_bfloat16", "Compute the softmax in float32 and cast the weights back once "
+                   "(scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)): exponentials and sums in bfloat16 "
+                   "round at every step.", method="attention_weights")
+def _(self, scores, mask):
+    return _weights(self, scores, mask, in_bfloat16=True)
 
 
 @mla.misconception("absorbed_path_expands", "Your absorbed path gives the right output but forms the per-head keys "

@@ -262,6 +262,14 @@ def _(x, cos, sin):
     return apply_rope_half(x, cos, -sin)
 
 
+@half.misconception("cos_and_sin_swapped", "cos multiplies x itself and sin its rotated half: x·cos + "
+                    "rotate_half(x)·sin, i.e. cat(x1·cos − x2·sin, x2·cos + x1·sin).")
+def _(x, cos, sin):
+    from solutions.ep16_rope import apply_rope_half
+
+    return apply_rope_half(x, sin, cos)
+
+
 @half.misconception("halves_not_recombined", "Each half was rotated with only its own values (x1·cos, x2·cos + …). "
                     "Both outputs mix both halves: cat(x1·cos − x2·sin, x2·cos + x1·sin).")
 def _(x, cos, sin):
@@ -315,9 +323,12 @@ def stretched(impl, c):
             case("small_d16", head_dim=16, seq_len=256, base=10000.0, factor=4.0, original_seq_len=64,
                  beta_fast=32, beta_slow=1),
             case("not_extended", head_dim=16, seq_len=64, base=10000.0, factor=4.0, original_seq_len=64,
+                 beta_fast=32, beta_slow=1),
+            case("small_base_clamped", head_dim=16, seq_len=4096, base=10.0, factor=4.0, original_seq_len=1024,
                  beta_fast=32, beta_slow=1))
 def stretched_frequencies(impl, c, gen):
-    """fast pairs kept, slow pairs divided by factor, a linear ramp between; unchanged if seq_len <= original"""
+    """fast pairs kept, slow pairs divided by factor, a linear ramp between (its slow end clamped to head_dim - 1);
+    unchanged if seq_len <= original"""
     return stretched(impl, c)
 
 
@@ -331,8 +342,8 @@ def hidden_stretches(impl, c, gen):
 
 
 def _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slow, *, rounded=True,
-          reversed_ramp=False, always=False):
-    """YaRN with its details as switches (for the variants below)."""
+          reversed_ramp=False, always=False, upper=None, clamped_ramp=True):
+    """YaRN with its details as switches (for the variants below); ``upper`` is where the slow end is clamped."""
     from solutions.ep16_rope import rope_frequencies
 
     freqs = rope_frequencies(head_dim, base)
@@ -345,9 +356,10 @@ def _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slo
     low, high = pair_index(beta_fast), pair_index(beta_slow)
     if rounded:
         low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, head_dim - 1)
+    low, high = max(low, 0), min(high, head_dim - 1 if upper is None else upper)
     high = high + 0.001 if low == high else high
-    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    ramp = (torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)
+    ramp = ramp.clamp(0, 1) if clamped_ramp else ramp
     if reversed_ramp:
         ramp = 1 - ramp
     return freqs / factor * ramp + freqs * (1 - ramp)
@@ -363,6 +375,32 @@ def _(*args):
                     "the slow end (then clamp to [0, head_dim - 1]), as DeepSeek-V3's find_correction_range does.")
 def _(*args):
     return _yarn(*args, rounded=False)
+
+
+@yarn.misconception("ramp_not_clamped", "Clamp the ramp to [0, 1], ((i - low) / (high - low)).clamp(0, 1): "
+                    "pairs before its fast end keep their frequency and pairs after its slow end are divided by the "
+                    "factor, instead of being extrapolated beyond them.")
+def _(*args):
+    return _yarn(*args, clamped_ramp=False)
+
+
+@yarn.misconception("betas_swapped", "beta_fast (32 in DeepSeek-V3) gives the *fast* end of the ramp, the low pair "
+                    "index, and beta_slow (1) the slow end: low = floor(dim(beta_fast)), high = ceil(dim(beta_slow)).")
+def _(head_dim, seq_len, base, factor, original_seq_len, beta_fast, beta_slow):
+    return _yarn(head_dim, seq_len, base, factor, original_seq_len, beta_slow, beta_fast)
+
+
+@yarn.misconception("range_not_clamped", "Clamp the slow end of the ramp to head_dim - 1 (min(ceil(...), "
+                    "head_dim - 1)), as DeepSeek-V3's find_correction_range does: with a small base or a long "
+                    "original context it lies beyond the last dimension.")
+def _(*args):
+    return _yarn(*args, upper=math.inf)
+
+
+@yarn.misconception("clamped_to_pairs", "The slow end of the ramp is clamped to head_dim - 1, the last *dimension* "
+                    "(as DeepSeek-V3 does), not to head_dim // 2 - 1, the last pair.")
+def _(*args):
+    return _yarn(*args, upper=args[0] // 2 - 1)
 
 
 @yarn.misconception("all_interpolated", "Every frequency was divided by the factor (plain position interpolation). "
@@ -385,14 +423,14 @@ mscale = EPISODE.exercise("yarn_mscale")
 
 
 @mscale.check(case(factor=40.0, mscale=1.0), case(factor=40.0, mscale=0.707), case(factor=1.0, mscale=1.0),
-              case(factor=0.5, mscale=1.0))
+              case(factor=0.5, mscale=1.0), case(factor=1.5, mscale=1.0))
 def temperature(impl, c, gen):
     """0.1·mscale·ln(factor) + 1, and 1 for factor <= 1"""
     return impl.yarn_mscale(c.factor, c.mscale)
 
 
 @mscale.check(case(factor=4.0, mscale=1.0), case(factor=16.0, mscale=0.5), case(factor=0.25, mscale=2.0),
-              hidden=True)
+              case(factor=2.0, mscale=0.707), hidden=True)
 def hidden_temperatures(impl, c, gen):
     """other factors and coefficients"""
     return impl.yarn_mscale(c.factor, c.mscale)
@@ -407,6 +445,12 @@ def _(factor, mscale=1.0):
                       "ln(factor) < 0 would shrink the scores.")
 def _(factor, mscale=1.0):
     return 0.1 * mscale * math.log(factor) + 1.0
+
+
+@mscale.misconception("guard_up_to_2", "Only factor <= 1 means no extension. Any factor above 1, even 1.5 or 2, "
+                      "gives 0.1·mscale·ln(factor) + 1 > 1.")
+def _(factor, mscale=1.0):
+    return 1.0 if factor <= 2 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 @mscale.misconception("mscale_ignored", "The coefficient mscale multiplies the logarithm: 0.1·mscale·ln(factor) + 1.")

@@ -4,10 +4,10 @@ import importlib
 
 import torch
 
-from ..compare import Tolerance
 from ..probing import build, dtype_of, future_change, noncontiguous, randn
 from ..registry import Episode, case
-from .ep16 import config
+from .ep04 import SOFTMAX_IN_FLOAT32
+from .ep16 import BF16_ONE_STEP, config
 
 EPISODE = Episode("ep17", "How DeepSeek Implemented Latent Attention (MLA + RoPE)",
                   video="https://youtu.be/m1x8vA_Tscc", module="ep17_mla_rope")
@@ -51,6 +51,12 @@ def _(cfg):
     return _scale(cfg.qk_nope_head_dim, cfg)
 
 
+@scale.misconception("value_width", "The scale is for the query·key dot products: use their width, "
+                     "qk_nope_head_dim + qk_rope_head_dim (cfg.qk_head_dim), not v_head_dim.")
+def _(cfg):
+    return _scale(cfg.v_head_dim, cfg)
+
+
 @scale.misconception("no_mscale", "With YaRN on (cfg.yarn_enabled), DeepSeek multiplies the scale by "
                      "yarn_mscale(cfg.rope_factor, cfg.mscale) squared.")
 def _(cfg):
@@ -72,9 +78,6 @@ def _(cfg):
 # --- MLA -------------------------------------------------------------------------------------------
 
 mla = EPISODE.exercise("MLA", method="forward")
-
-# A float64 MLA still normalises in float32 (ep02's RMSNorm), so float64 is checked for dtype handling only.
-FLOAT64_LOOSE = {"float64": Tolerance(1e-6, 1e-5)}
 
 
 def rope_table(reference, c, gen):
@@ -115,8 +118,9 @@ def prefill(impl, c, gen, freqs_cis):
     return prefill_output(impl, c, gen, freqs_cis)
 
 
-def decode(impl, c, gen, freqs_cis):
-    """The prompt's first ``c.prefill`` tokens at once, the rest ``c.step`` (default 1) at a time."""
+def decode_steps(impl, c, gen, freqs_cis):
+    """The case's layer fed the prompt's first ``c.prefill`` tokens at once, the rest ``c.step`` (default 1) at
+    a time; returns the layer and its outputs."""
     layer = make_mla(impl, c, gen)
     x = tokens(impl, c, gen)
     outputs, pos = [], 0
@@ -126,7 +130,12 @@ def decode(impl, c, gen, freqs_cis):
             break
         outputs.append(layer(x[:, pos:pos + size], pos, freqs_cis[pos:pos + size], causal_mask(size, pos)))
         pos += size
-    return torch.cat(outputs, dim=1)
+    return layer, torch.cat(outputs, dim=1)
+
+
+def decode(impl, c, gen, freqs_cis):
+    """The outputs of :func:`decode_steps`."""
+    return decode_steps(impl, c, gen, freqs_cis)[1]
 
 
 @mla.check(case(b=2, t=7, prefill=3, absorb=False), case(b=2, t=7, prefill=3, absorb=True),
@@ -141,6 +150,18 @@ def cache_holds_latent_and_k_pe(impl, c, gen, freqs_cis):
     """after a forward, kv_cache[:b, :t] holds kv_norm(latent), pe_cache[:b, :t] the rotated k_pe, nothing else"""
     layer = make_mla(impl, c, gen)
     layer(tokens(impl, c, gen), 0, freqs_cis[:c.t], causal_mask(c.t))
+    return cache_contents(layer, c)
+
+
+@mla.check(case(b=2, t=6, prefill=3, absorb=True), case(b=3, t=5, prefill=2, q_lora_rank=0, absorb=False),
+           setup=rope_table)
+def cache_after_decoding(impl, c, gen, freqs_cis):
+    """a prompt, then one token at a time (start_pos = 3, 4, …): each token's latent and k_pe in its own row"""
+    return cache_contents(decode_steps(impl, c, gen, freqs_cis)[0], c)
+
+
+def cache_contents(layer, c):
+    """The first ``c.t`` rows of both caches, what is left in the other rows, and the layer's tensors."""
     untouched = layer.kv_cache.clone()
     untouched[:c.b, :c.t] = 0
     untouched_pe = layer.pe_cache.clone()
@@ -165,6 +186,14 @@ def no_peeking(impl, c, gen, freqs_cis):
     return future_change(forward, [tokens(impl, c, gen)], c.i, gen)
 
 
+@mla.check(case(b=2, t=3, s=7), tolerances=BF16_ONE_STEP)
+def bfloat16_attention_weights(impl, c, gen):
+    """attention_weights of bfloat16 scores: the softmax computed in float32, the weights rounded to bfloat16 once"""
+    cfg = config(impl, c)
+    scores = randn(gen, c.b, c.t, cfg.n_heads, c.s, dtype=torch.bfloat16, scale=4.0)
+    return build(impl.MLA, cfg, gen=gen).attention_weights(scores, causal_mask(c.t, c.s - c.t))
+
+
 OTHER_DIMS = dict(n_heads=3, dim=20, kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=8, v_head_dim=5)
 
 
@@ -173,7 +202,7 @@ OTHER_DIMS = dict(n_heads=3, dim=20, kv_lora_rank=10, qk_nope_head_dim=6, qk_rop
            case("other_dims_absorb", b=2, t=5, q_lora_rank=9, absorb=True, **OTHER_DIMS),
            case("large_yarn", b=2, t=9, q_lora_rank=0, absorb=True, scale=8.0, **YARN),
            case("float64", b=2, t=4, absorb=True, dtype="float64"),
-           hidden=True, setup=rope_table, tolerances=FLOAT64_LOOSE)
+           hidden=True, setup=rope_table, tolerances=SOFTMAX_IN_FLOAT32)
 def hidden_prefill(impl, c, gen, freqs_cis):
     """non-contiguous input, other head dims, large magnitudes with YaRN, float64"""
     return prefill_output(impl, c, gen, freqs_cis)
@@ -200,47 +229,121 @@ def _reference():
     return MLA
 
 
+def _rope(layout="interleaved"):
+    """A rotation ``(x, freqs_cis) -> x``: episode 16's interleaved one, the half-split one, or none."""
+    from solutions.ep16_rope import apply_rope, apply_rope_half
+
+    return {"interleaved": apply_rope, "half_split": lambda x, f: apply_rope_half(x, f.real, f.imag),
+            "none": lambda x, f: x}[layout]
+
+
+def _queries(self, x, freqs_cis, rope_first=False, q_norm=True, rope="interleaved"):
+    """MLA.project_queries with a head's parts in the wrong order, without q_norm, or another rotation (for the
+    variants below)."""
+    if self.q_lora_rank == 0:
+        q = self.wq(x)
+    else:
+        q = self.wq_b(self.q_norm(self.wq_a(x)) if q_norm else self.wq_a(x))
+    q = q.view(*x.shape[:2], self.n_heads, self.qk_head_dim)
+    if rope_first:
+        q_pe, q_nope = torch.split(q, [self.qk_rope_head_dim, self.qk_nope_head_dim], dim=-1)
+    else:
+        q_nope, q_pe = torch.split(q, [self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+    return q_nope, _rope(rope)(q_pe, freqs_cis)
+
+
+def _compress(self, x, freqs_cis, k_pe_first=False, kv_norm=True, rope="interleaved", norm_k_pe=False):
+    """MLA.compress_kv with one step changed (for the variants below)."""
+    from solutions.ep02_building_blocks import rms_norm
+
+    if k_pe_first:
+        k_pe, latent = torch.split(self.wkv_a(x), [self.qk_rope_head_dim, self.kv_lora_rank], dim=-1)
+    else:
+        latent, k_pe = torch.split(self.wkv_a(x), [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+    if norm_k_pe:
+        k_pe = rms_norm(k_pe, torch.ones(self.qk_rope_head_dim, dtype=k_pe.dtype))
+    k_pe = _rope(rope)(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
+    return (self.kv_norm(latent) if kv_norm else latent), k_pe
+
+
+def _forward(self, x, start_pos, freqs_cis, mask, write_at=None, raw_latent=False, rope="interleaved"):
+    """MLA.forward with the new tokens cached at rows ``write_at …`` (default ``start_pos``), their raw latents
+    cached and normalised at every read, or another rotation (for the variants below); it attends over
+    ``:start_pos + t``."""
+    bsz, seqlen = x.shape[:2]
+    end_pos, at = start_pos + seqlen, start_pos if write_at is None else write_at
+    q_nope, q_pe = _queries(self, x, freqs_cis, rope=rope)
+    self.kv_cache[:bsz, at:at + seqlen], self.pe_cache[:bsz, at:at + seqlen] = _compress(
+        self, x, freqs_cis, kv_norm=not raw_latent, rope=rope)
+    latent = self.kv_cache[:bsz, :end_pos]
+    attend = self.attend_absorbed if self.absorb else self.attend_naive
+    out = attend(q_nope, q_pe, self.kv_norm(latent) if raw_latent else latent, self.pe_cache[:bsz, :end_pos], mask)
+    return self.wo(out.flatten(2))
+
+
 @mla.misconception("rope_dims_first", "The rotary part of each query head is its *last* qk_rope_head_dim dims: "
                    "split each head as [q_nope | q_pe] (torch.split(q, [nope, rope], dim=-1)).",
                    method="project_queries")
 def _(self, x, freqs_cis):
-    from solutions.ep16_rope import apply_rope
+    return _queries(self, x, freqs_cis, rope_first=True)
 
-    q = self.wq(x) if self.q_lora_rank == 0 else self.wq_b(self.q_norm(self.wq_a(x)))
-    q = q.view(*x.shape[:2], self.n_heads, self.qk_head_dim)
-    q_pe, q_nope = torch.split(q, [self.qk_rope_head_dim, self.qk_nope_head_dim], dim=-1)
-    return q_nope, apply_rope(q_pe, freqs_cis)
+
+@mla.misconception("no_q_norm", "With q_lora_rank > 0 the query is wq_b(q_norm(wq_a(x))): normalise the compressed "
+                   "query with q_norm before wq_b.", method="project_queries")
+def _(self, x, freqs_cis):
+    return _queries(self, x, freqs_cis, q_norm=False)
 
 
 @mla.misconception("k_pe_first", "wkv_a(x) is [latent | k_pe]: the latent comes first (kv_lora_rank dims), the "
                    "shared rotary key last (qk_rope_head_dim dims).", method="compress_kv")
 def _(self, x, freqs_cis):
-    from solutions.ep16_rope import apply_rope
-
-    k_pe, latent = torch.split(self.wkv_a(x), [self.qk_rope_head_dim, self.kv_lora_rank], dim=-1)
-    return self.kv_norm(latent), apply_rope(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
+    return _compress(self, x, freqs_cis, k_pe_first=True)
 
 
 @mla.misconception("no_kv_norm", "The latent must go through kv_norm before it is cached and expanded by wkv_b "
                    "(k_pe is not normalised).", method="compress_kv")
 def _(self, x, freqs_cis):
-    from solutions.ep16_rope import apply_rope
+    return _compress(self, x, freqs_cis, kv_norm=False)
 
-    latent, k_pe = torch.split(self.wkv_a(x), [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-    return latent, apply_rope(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
+
+@mla.misconception("k_pe_normalised", "k_pe is not normalised: kv_norm is for the latent only. Take k_pe as it comes "
+                   "out of wkv_a(x) and rotate it.", method="compress_kv")
+def _(self, x, freqs_cis):
+    return _compress(self, x, freqs_cis, norm_k_pe=True)
 
 
 @mla.misconception("k_pe_not_rotated", "k_pe must be rotated too (apply_rope on k_pe.unsqueeze(2), one shared "
                    "head): only rotated queries and keys make the scores depend on the offset.", method="compress_kv")
 def _(self, x, freqs_cis):
-    latent, k_pe = torch.split(self.wkv_a(x), [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-    return self.kv_norm(latent), k_pe
+    return _compress(self, x, freqs_cis, rope="none")
+
+
+@mla.misconception("q_pe_not_rotated", "Rotate the queries' rope part too: q_pe = apply_rope(q_pe, freqs_cis). Only "
+                   "when both q_pe and k_pe are rotated does q_pe·k_pe depend on the distance between the tokens.",
+                   method="project_queries")
+def _(self, x, freqs_cis):
+    return _queries(self, x, freqs_cis, rope="none")
+
+
+@mla.misconception("half_split_rope", "DeepSeek rotates interleaved pairs (x[2i], x[2i+1]): use episode 16's apply_rope "
+                   "for q_pe and k_pe, not the half-split apply_rope_half of GPT-NeoX/Llama.")
+def _(self, x, start_pos, freqs_cis, mask):
+    return _forward(self, x, start_pos, freqs_cis, mask, rope="half_split")
 
 
 @mla.misconception("mask_ignored", "The mask was not applied: add it to the scores before the softmax "
                    "(scores + mask.unsqueeze(1), the same (t, s) mask for every head).", method="attention_weights")
 def _(self, scores, mask):
     return scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
+
+
+@mla.misconception("softmax_in_bfloat16", "Compute the softmax in float32 and cast the weights back once "
+                   "(scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)), as DeepSeek does: exponentials "
+                   "and sums in bfloat16 round at every step.", method="attention_weights")
+def _(self, scores, mask):
+    from solutions.ep02_building_blocks import softmax
+
+    return softmax(scores if mask is None else scores + mask.to(scores.dtype).unsqueeze(1), dim=-1)
 
 
 @mla.misconception("scale_without_rope_dims", "Use self.softmax_scale, which counts the rope dims: "
@@ -253,14 +356,14 @@ def _(self, x, start_pos, freqs_cis, mask):
 @mla.misconception("caches_raw_latent", "kv_cache must hold the *normalised* latent, kv_norm(latent), as DeepSeek "
                    "caches it: normalise once when writing, not at every read.")
 def _(self, x, start_pos, freqs_cis, mask):
-    bsz, end_pos = x.shape[0], start_pos + x.shape[1]
-    q_nope, q_pe = self.project_queries(x, freqs_cis)
-    raw, k_pe = torch.split(self.wkv_a(x), [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-    self.kv_cache[:bsz, start_pos:end_pos] = raw
-    self.pe_cache[:bsz, start_pos:end_pos] = self.compress_kv(x, freqs_cis)[1]
-    attend = self.attend_absorbed if self.absorb else self.attend_naive
-    out = attend(q_nope, q_pe, self.kv_norm(self.kv_cache[:bsz, :end_pos]), self.pe_cache[:bsz, :end_pos], mask)
-    return self.wo(out.flatten(2))
+    return _forward(self, x, start_pos, freqs_cis, mask, raw_latent=True)
+
+
+@mla.misconception("cache_written_at_row_0", "The new tokens belong in rows start_pos … start_pos + t - 1 of both "
+                   "caches: kv_cache[:b, start_pos:start_pos + t] = … (and pe_cache alike). Writing them at [:b, :t] "
+                   "overwrites the first cached tokens, and the rows you then attend over hold stale values.")
+def _(self, x, start_pos, freqs_cis, mask):
+    return _forward(self, x, start_pos, freqs_cis, mask, write_at=0)
 
 
 @mla.misconception("cache_ignores_start_pos", "Write the new tokens at kv_cache[:b, start_pos:start_pos + t] and "
@@ -312,8 +415,10 @@ def bytes_per_token(impl, c):
     return impl.mla_cache_bytes_per_token(cfg)
 
 
-@cache_bytes.check(case("tiny"), case("deepseek_v3", **V3_CACHE), case("deepseek_v3_fp8", **V3_CACHE,
-                                                                        bytes_per_element=1))
+# Not the tiny config's 2 layers: with 2 layers and the default 2 bytes, forgetting the bytes looks like forgetting
+# the layers, and the wrong hint would show.
+@cache_bytes.check(case("tiny_3_layers", n_layers=3), case("deepseek_v3", **V3_CACHE),
+                   case("deepseek_v3_fp8", **V3_CACHE, bytes_per_element=1))
 def cache_size(impl, c, gen):
     """(kv_lora_rank + qk_rope_head_dim) · n_layers · bytes_per_element (default 2, bfloat16)"""
     return bytes_per_token(impl, c)
@@ -337,6 +442,18 @@ def _(cfg, bytes_per_element=2):
 @cache_bytes.misconception("one_layer", "Every layer has its own cache: multiply by cfg.n_layers.")
 def _(cfg, bytes_per_element=2):
     return (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * bytes_per_element
+
+
+@cache_bytes.misconception("elements_not_bytes", "That is the number of cached elements; the size in bytes is "
+                           "elements · bytes_per_element (2 for bfloat16, 1 for fp8, 4 for float32).")
+def _(cfg, bytes_per_element=2):
+    return (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.n_layers
+
+
+@cache_bytes.misconception("bytes_per_element_ignored", "Multiply by the bytes_per_element you are given, not always "
+                           "by 2: 1 for fp8, 4 for float32 (2, bfloat16, is only the default).")
+def _(cfg, bytes_per_element=2):
+    return (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.n_layers * 2
 
 
 @cache_bytes.misconception("latent_only", "The rotary key k_pe is cached too: kv_lora_rank + qk_rope_head_dim "

@@ -92,20 +92,35 @@ def _(self, x):
 scores = EPISODE.exercise("router_scores")
 
 
-def gate_weight(gen, c, offset=0.0):
-    """A ``(n_experts, dim)`` router weight; with ``offset``, every row shares a component that adds about
-    ``offset`` to every logit of a token (the softmax must not change, and must not overflow)."""
-    w = randn(gen, c.e, c.dim, dtype=dtype_of(c))
-    if offset:
-        w = w + (offset / c.dim) * torch.ones(c.dim, dtype=w.dtype)
-    return w
+def gate_weight(gen, c):
+    """A ``(n_experts, dim)`` router weight."""
+    return randn(gen, c.e, c.dim, dtype=dtype_of(c))
+
+
+def on_grid(x, step):
+    """``x`` rounded to a multiple of ``step`` (a power of 2)."""
+    return (x / step).round() * step
+
+
+def large_logits_inputs(gen, c):
+    """Tokens and a router weight whose logits are about ``c.offset · mean(x)``, thousands away from 0.
+
+    Every row of the weight shares a component ``offset / dim`` (the softmax must not change, and must not
+    overflow). Tokens are positive halves and the weight is in eighths, so each logit is exact in float32
+    whatever the order of the sum: ``x @ w.T``, an einsum, ``(x * w).sum(-1)`` and a float64 computation
+    agree, and what is left to compare is the softmax itself.
+    """
+    x = on_grid(tokens(gen, c).abs() + 1.0, 0.5)
+    w = on_grid(gate_weight(gen, c), 0.125) + on_grid(torch.tensor(c.offset / c.dim), 0.125)
+    return x, w
 
 
 def scores_of(impl, c, gen):
-    x = tokens(gen, c)
     if c.params.get("offset"):
-        x = x.abs() + 1.0  # positive tokens: the shared component then adds ≈ offset·mean(x) > 0 to every logit
-    return impl.router_scores(x, gate_weight(gen, c, c.params.get("offset", 0.0)), c.func)
+        x, w = large_logits_inputs(gen, c)
+    else:
+        x, w = tokens(gen, c), gate_weight(gen, c)
+    return impl.router_scores(x, w, c.func)
 
 
 @scores.check(case(b=2, t=5, dim=6, e=4, func="softmax"), case(b=2, t=5, dim=6, e=4, func="sigmoid"),
@@ -118,7 +133,7 @@ def scores_random(impl, c, gen):
 
 @scores.check(case(b=2, t=3, dim=4, e=5, func="softmax", offset=2000.0))
 def large_logits(impl, c, gen):
-    """logits around +2000: the softmax must not overflow (subtract the max, or use torch.softmax)"""
+    """logits in the thousands: the softmax must not overflow (subtract the max, or use torch.softmax)"""
     return scores_of(impl, c, gen)
 
 

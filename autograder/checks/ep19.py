@@ -40,9 +40,9 @@ gate = EPISODE.exercise("Gate", method="forward")
 
 @gate.check(case("v3", n=12), case("v3_one_token", n=1), case("v3_no_groups", n=10, **GREEDY),
             case("v2_groups", n=12, **V2), case("v2_greedy_top3", n=9, n_activated_experts=3, **V2, **GREEDY),
-            case("v3_float64", n=8, dtype="float64"))
+            case("v3_float64", n=8, dtype="float64"), case("v3_two_groups", n=12, n_expert_groups=2, n_limited_groups=1))
 def routing_decisions(impl, c, gen):
-    """weights and expert ids: sigmoid + bias + groups (V3), softmax with and without groups (V2), float64"""
+    """weights and expert ids: sigmoid + bias + groups (V3), softmax with and without groups (V2), float64, 2 groups"""
     return gate_output(impl, c, gen)
 
 
@@ -62,7 +62,7 @@ def negative_biased_scores(impl, c, gen):
             case("v2_large_tokens", n=10, scale=6.0, **V2), case("v3_all_groups_kept", n=9, n_limited_groups=4),
             case("negative_bias_other_sizes", n=12, bias_shift=-1.5, **OTHER),
             case("v2_float64", n=7, dtype="float64", **V2), case("noncontiguous", n=10, noncontiguous=True),
-            hidden=True)
+            case("v2_two_groups", n=10, n_expert_groups=2, n_limited_groups=1, **V2), hidden=True)
 def hidden_routing(impl, c, gen):
     """other sizes and groups, large tokens, every group kept, negative biased scores, float64, non-contiguous"""
     return gate_output(impl, c, gen)
@@ -114,6 +114,12 @@ def _(self, x):
     return _route(self, x, groups=False)
 
 
+@gate.misconception("two_groups_not_limited", "Group-limited routing applies whenever n_expert_groups > 1, also "
+                    "with exactly 2 groups: keep the n_limited_groups best and give the other group's experts -inf.")
+def _(self, x):
+    return _route(self, x, groups=self.n_groups > 2)
+
+
 @gate.misconception("no_route_scale", "Multiply the final weights by route_scale.")
 def _(self, x):
     return _route(self, x, scale=False)
@@ -142,6 +148,12 @@ def _group_score(self):
                     method="limit_to_groups")
 def _(self, choice):
     return _limit(self, choice, lambda g: g.amax(dim=-1))
+
+
+@gate.misconception("group_sum_of_all", "A group's score is its largest expert score (no bias) or the sum of its "
+                    "two largest (with the bias), not the sum of all its experts' scores.", method="limit_to_groups")
+def _(self, choice):
+    return _limit(self, choice, lambda g: g.sum(dim=-1))
 
 
 @gate.misconception("dropped_groups_zeroed", "Give the experts of the dropped groups -inf, not 0: biased scores can be "
@@ -245,10 +257,12 @@ def hidden_forward(impl, c, gen):
     return make_moe(impl, c, gen)(moe_tokens(impl, c, gen))
 
 
-def _moe(self, x, shared=True, weighted=True, slot=None, residual=False, dense=False):
+def _moe(self, x, shared=True, weighted=True, slot=None, residual=False, dense=False, renormalised=False):
     """The reference MoE with one step changed (for the misconceptions below)."""
     tokens = x.reshape(-1, self.dim)
     weights, indices = self.gate(tokens)
+    if renormalised:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
     routed = torch.zeros_like(tokens)
     for e in range(self.n_routed_experts):
         token, s = torch.where(indices == e)
@@ -279,6 +293,13 @@ def _(self, x):
                    "(torch.where(indices == e) gives both the tokens and the slots).")
 def _(self, x):
     return _moe(self, x, slot=0)
+
+
+@moe.misconception("weights_renormalised", "Use the gate's weights as they come: the gate has already renormalised "
+                   "them where DeepSeek does (sigmoid) and applied route_scale. Dividing them by their sum again "
+                   "undoes route_scale.")
+def _(self, x):
+    return _moe(self, x, renormalised=True)
 
 
 @moe.misconception("residual_added", "MoE returns only the feed-forward output; the residual x + ffn(…) is added "
