@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "grade"
-    args = _parser(command).parse_args(argv)
+    args = _parser(command).parse_intermixed_args(argv)  # EPISODE … may come after the options
     try:
         if command in NEEDS_SOLUTIONS and not targets.SOLUTIONS_DIR.is_dir():
             raise targets.TargetError(f"'dsgrade {command}' needs the course's solutions/, which a student "

@@ -76,8 +76,9 @@ def strip_variants(sources: dict[str, str]) -> dict[str, str]:
 
     A function is *needed* when a check's probe (or its ``setup``), or module code other than a
     misconception's registration, reaches it by name, also across modules (``from .ep07 import
-    inputs``, ``ep06.dropout_in_training``). Misconception registrations keep their names and
-    hints but register a stub. Assignments and imports stay as they are.
+    inputs``, ``ep06.dropout_in_training``). Misconception registrations, direct or through a
+    helper that makes them (a *registrar*, kept whole), keep their names and hints but register a
+    stub. Assignments and imports stay as they are.
 
     Args:
         sources: Module name (``"ep05"``) → source of ``autograder/checks/<name>.py``.
@@ -87,13 +88,16 @@ def strip_variants(sources: dict[str, str]) -> dict[str, str]:
     """
     trees = {name: ast.parse(src) for name, src in sources.items()}
     imports = {name: _sibling_imports(tree) for name, tree in trees.items()}
+    registrars = {(name, n.name) for name, tree in trees.items() for n in tree.body
+                  if isinstance(n, ast.FunctionDef) and any(_is_registration(sub) for sub in ast.walk(n))}
     needed = {name: {"EPISODE"} for name in trees}  # the registry reads EPISODE itself
     changed = True
     while changed:  # names needed in one module make the names they use needed, here and in siblings
         changed = False
         for name, tree in trees.items():
             defs = _definitions(tree)
-            for node in _roots(tree) + [defs[n] for n in needed[name] if n in defs]:
+            roots = _roots(tree, lambda call: _callee(call, name, imports[name]) in registrars)
+            for node in roots + [defs[n] for n in needed[name] if n in defs]:
                 for ref_module, ref in _references(node, name, imports[name]):
                     if ref_module in trees and ref not in needed[ref_module]:
                         needed[ref_module].add(ref)
@@ -102,7 +106,7 @@ def strip_variants(sources: dict[str, str]) -> dict[str, str]:
     for name, tree in trees.items():
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name not in needed[name] \
-                    and not _is_check(node):
+                    and not _is_check(node) and (name, node.name) not in registrars:
                 node.body = [ast.parse(STUB).body[0]] if isinstance(node, ast.FunctionDef) else [ast.Pass()]
             for call in ast.walk(node):
                 if _is_registration(call):
@@ -136,9 +140,20 @@ def _definitions(tree) -> dict[str, ast.AST]:
     return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
 
 
-def _roots(tree) -> list[ast.AST]:
+def _callee(call, module: str, imports: tuple[dict, dict]) -> tuple[str, str] | None:
+    """(module, name) of the function a call calls by name, ``None`` for anything else."""
+    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+        return imports[0].get(call.func.id, (module, call.func.id))
+    return None
+
+
+def _roots(tree, calls_registrar) -> list[ast.AST]:
     """What runs whatever the probes need: checks, and module code other than definitions and
-    variant registrations (a loop that only registers variants is a registration too)."""
+    variant registrations (``ex.misconception(…)(…)``, a call of a function that makes such
+    registrations, or a loop of these)."""
+    def registers(stmt) -> bool:
+        return isinstance(stmt, ast.Expr) and (_is_registration(stmt.value) or calls_registrar(stmt.value))
+
     roots = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -146,10 +161,7 @@ def _roots(tree) -> list[ast.AST]:
                 roots.append(node)
         elif isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):
             continue
-        elif isinstance(node, ast.For) and all(isinstance(s, ast.Expr) and _is_registration(s.value)
-                                               for s in node.body):
-            continue
-        elif not (isinstance(node, ast.Expr) and _is_registration(node.value)):
+        elif not (registers(node) or isinstance(node, ast.For) and all(map(registers, node.body))):
             roots.append(node)
     return roots
 
