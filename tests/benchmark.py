@@ -5,6 +5,8 @@ run pays), of ``dsgrade ep05 --target solutions`` (what a student waits for
 after editing one episode) and of grading everything, each the best of
 ``--repeat`` runs, with the ratios the project aims for (ep05 ≤ 1.3×, all ≤ 3×);
 then the time of greedy decoding with and without episode 9's KV cache.
+``--batch N`` instead times ``dsgrade batch`` of N full-course submissions (solutions, stubs and
+broken copies) with 2 jobs and with 1 (aims: ≤ 0.5× a torch import per submission, ≥ 1.6× speed-up).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def best_time(cmd: list[str], repeat: int) -> float:
@@ -78,10 +81,56 @@ def kv_cache_decoding(new_tokens: int = 256, window: int = 32) -> None:
     print(f"same tokens with and without the cache: {torch.equal(*tokens.values())}")
 
 
+def class_of(n: int, root: Path) -> Path:
+    """``n`` full-course submissions in ``root/submissions``: solutions, stubs and broken copies in turn."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    subs = root / "submissions"
+    for i in range(n):
+        kind = ("solutions", "stubs", "broken")[i % 3]
+        dest = subs / f"student{i:03d}"
+        shutil.copytree(repo / ("exercises" if kind == "stubs" else "solutions"), dest,
+                        ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        if kind == "broken":  # a realistic mix: a missing scale, a syntax error, a hang in one function
+            sdpa = dest / "ep05_self_attention.py"
+            sdpa.write_text(sdpa.read_text().replace("/ math.sqrt(q.shape[-1])", ""))
+            (dest / "ep14_integer_binary_pe.py").write_text("def broken(:\n")
+            basics = dest / "ep04_attention_basics.py"
+            basics.write_text(basics.read_text() + "\n\ndef attention_weights(scores):\n    while True:\n        pass\n")
+    return subs
+
+
+def batch_timings(n: int) -> None:
+    """``dsgrade batch`` of ``n`` submissions with 2 jobs and with 1, per submission, next to a torch import."""
+    import tempfile
+
+    py = sys.executable
+    floor = best_time([py, "-c", "import torch"], 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        subs = class_of(n, Path(tmp))
+        times = {}
+        for jobs in (2, 1):
+            out = Path(tmp) / f"out{jobs}"
+            times[jobs] = best_time([py, "-m", "autograder", "batch", str(subs), "--out", str(out), "--jobs",
+                                     str(jobs), "--timeout", "1"], 1)
+    label = 'python -c "import torch"'
+    print(f"{label:<40} {floor:6.2f} s")
+    for jobs in (2, 1):
+        each = times[jobs] / n
+        print(f"dsgrade batch, {n} submissions, --jobs {jobs}  {times[jobs]:6.2f} s  = {each:5.2f} s each "
+              f"({each / floor:.2f}x the torch import{'; aim <= 0.5x' if jobs == 2 else ''})")
+    print(f"speed-up from 1 to 2 jobs: {times[1] / times[2]:.2f}x (aim >= 1.6x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per command; the best is reported")
+    parser.add_argument("--batch", type=int, metavar="N", help="instead: time `dsgrade batch` of N submissions")
     args = parser.parse_args()
+    if args.batch:
+        batch_timings(args.batch)
+        return
     grader_timings(args.repeat)
     kv_cache_decoding()
 
