@@ -195,7 +195,6 @@ class Grader:
         self.instructor_checks: list = []  # in a student release: hidden checks, graded by the instructor
         self.internal_errors: list[str] = []
         self._imports: dict[str, dict | None] = {}
-        self._cpu_seconds: dict[str, int] = {}
         self.own_worker = worker is None
         self.worker = worker or Worker(worker_config(sandbox_mode, memory, [target_dir, *protected], episodes,
                                                      allow_solutions=target_dir == targets.SOLUTIONS_DIR))
@@ -267,11 +266,8 @@ class Grader:
 
     def _request(self, check, op: str, **fields) -> dict:
         episode = check.exercise.episode
-        if episode.id not in self._cpu_seconds:  # the CPU time a child may use for the whole episode
-            n = sum(1 for chk, _ in self.selected if chk.exercise.episode is episode)
-            self._cpu_seconds[episode.id] = int(self.timeout * (n + 1) + 10)
         return {"op": op, "episode": episode.id, "module": episode.module, "exercise": check.exercise.id,
-                "scratch": str(self.scratch), "cpu_seconds": self._cpu_seconds[episode.id], **fields}
+                "scratch": str(self.scratch), **fields}
 
     def _probe(self, check, c, seed) -> dict:
         request = self._request(check, "probe", item=check.item_id(c), seed=seed,

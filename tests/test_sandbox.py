@@ -144,11 +144,13 @@ def count_parameters(*args, **kwargs):
                 escaped.append(f"/proc/{pid}/{what}")
             except OSError:
                 pass
-    try:
-        os.kill(-1, 0)  # is there any other process this code could signal?
-        escaped.append("kill(-1)")
-    except OSError:
-        pass
+    for pid in range(1, 4096):  # is there any process, besides itself, that this code could signal?
+        try:
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                escaped.append(f"kill({pid})")
+        except OSError:
+            pass
     libc = ctypes.CDLL(None, use_errno=True)
     for pid in {1, os.getppid()}:
         if libc.ptrace(16, pid, 0, 0) == 0:  # PTRACE_ATTACH
