@@ -152,17 +152,16 @@ def _start_job(settings: Settings) -> None:
     """A job process's set-up: one sandboxed worker for every student it grades."""
     import multiprocessing.util
 
-    import torch
-
     from .plugin import worker_config
     from .worker import Worker
 
-    torch.set_num_threads(1)
     worker = Worker(worker_config(settings.sandbox_mode, settings.memory, [Path(p) for p in settings.protected],
                                   settings.episodes))
     worker.start()
     multiprocessing.util.Finalize(None, worker.close, exitpriority=10)
-    _JOB.update(worker=worker, settings=settings)
+    # Then leave without tearing torch down (a second or so per job); the job has nothing else to clean up.
+    multiprocessing.util.Finalize(None, os._exit, args=(0,), exitpriority=1)
+    _JOB.update(worker=worker, settings=settings)  # no torch here until a hint needs a misconception's output
 
 
 def _reference(settings: Settings):
@@ -290,10 +289,11 @@ def run_batch(submissions: Path, out_dir: Path, *, jobs: int, seed: int, timeout
                           TimeRemainingColumn(), console=console, transient=False) as progress:
                 task = progress.add_task("grading", total=len(todo))
                 rows.update(_grade_all(pool, todo, settings, lambda: progress.advance(task)))
+            pool.shutdown(wait=False)  # the jobs end while the class report is drawn
+            rows_in_order = [rows[e.student] for e in entries]
+            write_outputs(out_dir, rows_in_order, episodes, seed)
     finally:
         remove_tree(scratch)
-    rows_in_order = [rows[e.student] for e in entries]
-    write_outputs(out_dir, rows_in_order, episodes, seed)
     return 1 if any(r["error"] for r in rows_in_order) else 0
 
 

@@ -243,10 +243,6 @@ class Grader:
 
     def grade(self, check, c) -> CheckRecord:
         """Runs one check on the target and records the outcome (always: a check is never left ungraded)."""
-        if not self.records:
-            import torch  # loaded by now, with the checks
-
-            torch.set_num_threads(1)  # the reference runs tiny probes; leave the other core to the worker
         seed = registry.item_seed(self.seed, check.item_id(c))
         try:
             answer = self._import_failure(check)

@@ -39,7 +39,12 @@ class LiveReference:
         self._cache: dict[tuple, object] = {}
 
     def _module(self, episode):
-        return importlib.import_module(f"solutions.{episode.module}")
+        module = importlib.import_module(f"solutions.{episode.module}")
+        if not self._cache:  # torch is loaded by now: tiny probes run fastest on one thread, and the
+            import torch  # other core is the worker's
+
+            torch.set_num_threads(1)
+        return module
 
     def given(self, check, c, seed: int):
         """What the check's ``setup`` computes on the reference (None for most checks)."""

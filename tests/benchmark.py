@@ -92,12 +92,12 @@ def class_of(n: int, root: Path) -> Path:
         dest = subs / f"student{i:03d}"
         shutil.copytree(repo / ("exercises" if kind == "stubs" else "solutions"), dest,
                         ignore=shutil.ignore_patterns("__pycache__", ".*"))
-        if kind == "broken":  # a realistic mix: a missing scale, a syntax error, a hang in one function
+        if kind == "broken":  # a realistic mix: a missing scale, a syntax error, an exception in one function
             sdpa = dest / "ep05_self_attention.py"
             sdpa.write_text(sdpa.read_text().replace("/ math.sqrt(q.shape[-1])", ""))
             (dest / "ep14_integer_binary_pe.py").write_text("def broken(:\n")
             basics = dest / "ep04_attention_basics.py"
-            basics.write_text(basics.read_text() + "\n\ndef attention_weights(scores):\n    while True:\n        pass\n")
+            basics.write_text(basics.read_text() + "\n\ndef attention_weights(scores):\n    return scores[99]\n")
     return subs
 
 
