@@ -7,12 +7,14 @@ student is told; the pytest plugin and the in-notebook API both call
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from .compare import agrees, diagnose
 from .reference import is_crashed
+from .relations import relations
 from .untrusted import clean_lines
 
 @dataclass
@@ -29,6 +31,7 @@ class CheckRecord:
     max_points: float
     message: str = ""
     hint: str = ""
+    blame: str = ""  # the exercise that breaks this check, when it is another one (see autograder.dependencies)
 
     @property
     def passed(self) -> bool:
@@ -62,19 +65,26 @@ def evaluate(check, c, seed: int, answer: dict, reference) -> CheckRecord:
     problems = diagnose(expected, got, check.tolerances, hidden=check.hidden)
     if not problems:
         return record_for(check, c, "passed", points=check.points)
+    problems += [f"looks like: {sentence}" for sentence in relations(expected, got, check.tolerances)]
+    stage = None
     if check.stages:
-        problems.insert(0, _first_differing_stage(expected, got, check.tolerances))
-    return record_for(check, c, "failed", "\n".join(problems), _hint(check, c, seed, got, reference))
+        stage, line = _first_differing_stage(expected, got, check.tolerances)
+        problems.insert(0, line)
+    record = record_for(check, c, "failed", "\n".join(problems), _hint(check, c, seed, got, reference))
+    part = re.match(r"(ep\d\d|capstone)\.\w+", stage or "")  # "ep19.MoE (ffn)" is ep19.MoE's output
+    if part and part.group(0) != check.exercise.id:
+        record.blame = part.group(0)  # the report's "Next, fix …" goes to the part that breaks the pipeline
+    return record
 
 
-def _first_differing_stage(expected: dict, got, tolerances) -> str:
-    """Names the first stage (in pipeline order) whose output differs from the reference's."""
+def _first_differing_stage(expected: dict, got, tolerances) -> tuple[str | None, str]:
+    """The first stage (in pipeline order) whose output differs from the reference's, and a line naming it."""
     stages = list(expected)
     for i, stage in enumerate(stages):
         if not isinstance(got, dict) or stage not in got or diagnose(expected[stage], got[stage], tolerances):
             before = "the stages before it match" if i else "it is the first stage"
-            return f"first differing stage: {stage} ({before})"
-    return "every stage matches on its own; the way they are put together differs"
+            return stage, f"first differing stage: {stage} ({before})"
+    return None, "every stage matches on its own; the way they are put together differs"
 
 
 def _hint(check, c, seed, got, reference) -> str:

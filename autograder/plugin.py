@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from . import registry, sandbox, targets
+from . import dependencies, registry, sandbox, targets
+from .compare import diagnose
 from .grading import CheckRecord, evaluate, record_for
 from .reference import ReferenceFailure, choose_reference
 from .submission import copy_submission, new_scratch, remove_tree
@@ -251,6 +252,7 @@ class Grader:
             if answer.pop("sandbox_failed", False):
                 self.internal_errors.append(answer["message"])
             record = evaluate(check, c, seed, answer, self.reference)
+            dependencies.blame(record, answer, self)
         except ReferenceFailure as e:
             self.internal_errors.append(str(e))
             record = record_for(check, c, "error", f"internal error of the grader: {e}")
@@ -259,6 +261,20 @@ class Grader:
                                                    f"({type(e).__name__}: {str(e)[:300]}); please report it")
         self.records[record.id] = record
         return record
+
+    def reference_call_problem(self, call: dict, hidden: bool) -> str | None:
+        """How the student's recorded call of another exercise differs from the reference on the same
+        arguments (the first line of the diagnosis), or None (it agrees, or no live reference)."""
+        run = getattr(self.reference, "call", None)  # only the live reference can run on new arguments
+        expected = run(call["exercise"], call["args"], call["kwargs"]) if run else None
+        if expected is None:
+            return None
+        problems = diagnose(expected, call["result"], hidden=hidden)
+        return problems[0] if problems else None
+
+    def fails_own_checks(self, exercise_id: str) -> bool:
+        """True when an exercise has been graded in this run and not every check of it passed."""
+        return any(r.exercise == exercise_id and not r.passed for r in self.records.values())
 
     def _request(self, check, op: str, **fields) -> dict:
         episode = check.exercise.episode

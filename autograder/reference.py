@@ -65,6 +65,23 @@ class LiveReference:
             self._cache[key] = self._run(run_probe, check, c, self._module(check.exercise.episode), seed, given)
         return self._cache[key]
 
+    def call(self, exercise_id: str, args: list, kwargs: dict):
+        """The reference exercise function on recorded (plain) arguments, as a plain result; None when the
+        reference cannot run on them (see :mod:`autograder.dependencies`)."""
+        import torch
+
+        from . import registry
+        from .dependencies import rebuild
+        from .values import to_plain
+
+        episode_id, name = exercise_id.split(".", 1)
+        module = self._module(registry.load_episode(episode_id))
+        try:
+            with torch.no_grad():
+                return to_plain(getattr(module, name)(*rebuild(args, module), **rebuild(kwargs, module)))
+        except Exception:  # noqa: BLE001 - arguments it does not take: no verdict
+            return None
+
     def misconception(self, misconception, check, c, seed: int):
         """The plain result of one misconception variant on the same inputs."""
         key = (check.item_id(c), seed, misconception.name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.padding import Padding
 from rich.text import Text
 
+from . import registry
 from .grading import CheckRecord, record_for
 from .submission import Submission
 
@@ -129,7 +130,7 @@ class Report:
 def _check_json(c: CheckRecord) -> dict:
     return {"id": c.id, "hidden": c.hidden, "passed": c.passed, "points": c.points,
             "max_points": c.max_points, "status": c.status, "description": c.description,
-            "message": c.message, "hint": c.hint}
+            "message": c.message, "hint": c.hint, "blame": c.blame}
 
 
 def build_report(grader) -> Report:
@@ -313,11 +314,17 @@ def summary_line(report: Report) -> str:
 
 
 def next_step(report: Report) -> str:
-    """Where to go next: the first exercise that does not pass yet."""
+    """Where to go next: the first exercise that does not pass yet, or what breaks it."""
     for ep in report.episodes:
         for ex in ep.exercises:
             if ex.status != "passed":
-                where = stub_location(report, ep.module, ex.id)
+                blamed = [c.blame for c in ex.checks if not c.passed and c.blame and c.blame != ex.id]
+                root = blamed[0] if blamed else ex.id
+                module = next((e.module for e in report.episodes if e.id == root.split(".")[0]),
+                              registry.load_episode(root.split(".")[0]).module)
+                where = stub_location(report, module, root)
                 verb = "Start with" if ex.status == "not_implemented" else "Next, fix"
-                return f"{verb} {ex.id} in {where}  (then run: dsgrade {ep.id})"
+                because = f" (your {ex.id} depends on it)" if root != ex.id else ""
+                target = "" if report.target == "exercises" else f" --target {report.target}"
+                return f"{verb} {root} in {where}{because}  (then run: dsgrade {root.split('.')[0]}{target})"
     return ""

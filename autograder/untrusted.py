@@ -76,9 +76,11 @@ def checked_answer(tree) -> dict:
     if not isinstance(tree, dict) or tree.get("status") not in CHILD_STATUSES:
         return {"status": "error", "message": "the process running your code sent an answer the grader does "
                                               "not understand (did your code write to the grader's pipe?)"}
+    # What the child says about the exercises this one called and uses (autograder.dependencies checks it).
+    deps = {k: tree[k] for k in ("calls", "uses", "stubs") if k in tree}
     if tree["status"] == "ok":
-        return {"status": "ok", "result": tree.get("result")}
-    return {"status": tree["status"], "message": clean_text(tree.get("message", ""))}
+        return {"status": "ok", "result": tree.get("result"), **deps}
+    return {"status": tree["status"], "message": clean_text(tree.get("message", "")), **deps}
 
 
 def format_bytes(n: int) -> str:

@@ -400,25 +400,35 @@ def _memory_answer(e: BaseException, memory: int) -> dict | None:
 def _serve(src: Path, inp, out, memory: int) -> None:
     """The child's loop: import the target's modules and run probes on them."""
     from . import registry, targets
+    from .dependencies import Recorder
     from .grading import exception_answer
     from .probing import run_probe
     from .values import decode, encode
 
     targets.load_package(src)
+    recorder = Recorder()
     while (body := _receive_frame(inp)) is not None:
         req = decode(body)
         exercise_id = req.get("exercise")
+        module = None
         try:
             module = targets.import_episode(src, req["module"])
+            recorder.install(targets.PACKAGE)
             if req["op"] == "import":
                 answer = {"status": "ok"}
             else:
                 check, c = registry.find_check(req["episode"], req["item"])
+                recorder.begin(exercise_id)
                 answer = {"status": "ok", "result": run_probe(check, c, module, req["seed"], req.get("given"))}
         except targets.TargetError as e:
             answer = {"status": "error", "message": str(e)}
         except BaseException as e:  # noqa: BLE001 - student code may raise anything, SystemExit included
             answer = _memory_answer(e, memory) or exception_answer(e, exercise_id, src)
+        if module is not None and req["op"] == "probe":
+            try:
+                answer.update(recorder.report(module, exercise_id.split(".", 1)[1]))
+            except Exception:  # noqa: BLE001 - blame is a courtesy; the answer stands without it
+                pass
         try:
             reply = encode(answer)
         except Exception as e:  # e.g. a result that cannot be serialised
