@@ -28,6 +28,7 @@ INI = Path(__file__).parent / "pytest.ini"
 COMMANDS = {
     "grade": "grade your exercises (or another target) against the reference (the default command)",
     "list": "list episodes and exercises with their points and your last status",
+    "reset": "put one exercise back as it was handed out (your version is kept in a backup)",
     "notebooks": "instructors: write an nbgrader course (one notebook per episode) from solutions/",
     "release": "instructors: write the project students get: exercises, grader, public fixtures, no answers",
     "batch": "instructors: grade a class in parallel: a JSON report per student, grades.csv, a class report",
@@ -78,7 +79,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"dsgrade {command}" if command != "grade" else "dsgrade",
                                 description=COMMANDS[command][0].upper() + COMMANDS[command][1:] + ".",
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if command in ("grade", "list"):
+    if command == "reset":
+        p.add_argument("exercise", metavar="EXERCISE", help="e.g. ep05.SelfAttention")
+    if command in ("grade", "list", "reset"):
         p.add_argument("--target", default="exercises",
                        help="exercises (default), solutions, or a folder of epNN_*.py files")
     if command == "grade":
@@ -180,12 +183,38 @@ def parse_size(text: str) -> int:
 
 
 def _console(stderr: bool = False):
-    """A terminal's own width; 160 columns in logs and pipes (instead of rich's 80), unless $COLUMNS says."""
+    """A terminal's own width; in logs and pipes 160 columns (instead of rich's 80, unless $COLUMNS says)
+    and no padding at the ends of lines."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
-    return Console(highlight=False, width=width, stderr=stderr)
+    if stream.isatty():
+        return Console(highlight=False, stderr=stderr)
+    width = None if "COLUMNS" in os.environ else 160
+    return Console(highlight=False, width=width, file=_Unpadded(stream))
+
+
+class _Unpadded:
+    """A text stream that drops the spaces rich pads lines with (a table, a title) before it writes them."""
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            self.stream.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self.pending.rstrip())
+            self.pending = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def check_selectors(selectors: list[str]) -> str | None:
@@ -203,13 +232,40 @@ def check_selectors(selectors: list[str]) -> str | None:
     return None
 
 
-class _ConfigCatcher:
-    """Keeps the pytest config of the run so the CLI can read the grader's records."""
+class _Session:
+    """dsgrade's own plugin in the pytest run: keeps the config (for the grader's records) and, on a
+    terminal, shows which check runs and how many are left."""
 
     config = None
 
+    def __init__(self, show_progress: bool):
+        self.show_progress = show_progress
+        self.progress = self.task = None
+
     def pytest_configure(self, config):
         self.config = config
+
+    def pytest_collection_finish(self, session):
+        if self.show_progress and session.items:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task("", total=len(session.items))
+            self.progress.start()
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.progress is not None:
+            self.progress.update(self.task, description=nodeid.split("::", 1)[-1])  # the check's id
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def pytest_sessionfinish(self, session):
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, json_path: str | None = None,
@@ -246,7 +302,7 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
         args += ["--junitxml", junitxml]
     if exitfirst:
         args.append("-x")
-    catcher = _ConfigCatcher()
+    catcher = _Session(show_progress=sys.stderr.isatty())
     code = pytest.main(args, plugins=[catcher])
     if code == pytest.ExitCode.USAGE_ERROR:
         return 2  # pytest has printed the one line that says why
@@ -277,6 +333,8 @@ def _save_last(report) -> None:
     except (OSError, ValueError):
         state = {}
     for ex in report.exercises:
+        if any(c.status == "skipped" for c in ex.checks):
+            continue  # not every check ran (-x): keep the last complete status
         state[ex.id] = {"status": ex.status, "score": ex.score, "max_score": ex.max_score}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,8 +344,11 @@ def _save_last(report) -> None:
 
 
 def list_exercises(*, target: str = "exercises", console=None) -> int:
-    """Prints episodes and exercises with points and the last status."""
+    """Prints episodes and exercises with points and the last status (in a student release, the points
+    of the hidden checks apart: the instructor grades those)."""
     from rich.table import Table
+
+    from .reference import PACKAGED_FIXTURES
 
     console = console or _console()
     target_dir = targets.resolve(target)
@@ -295,20 +356,44 @@ def list_exercises(*, target: str = "exercises", console=None) -> int:
         state = json.loads(_state_file(target_dir).read_text())
     except (OSError, ValueError):
         state = {}
+    release = PACKAGED_FIXTURES.exists()
+    columns = ["exercise", "checks", "points"] + (["hidden points (instructor)"] if release else []) + ["last status"]
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("exercise", "checks", "points", "last status"):
-        table.add_column(col, justify="right" if col in ("checks", "points") else "left")
-    total = 0.0
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("exercise", "last status") else "right")
+
+    def points(checks, hidden: bool) -> float:
+        return sum(c.points * len(c.cases) for c in checks if c.hidden == hidden or not release and not hidden)
+
+    public_total = hidden_total = 0.0
     for ep in registry.all_episodes():
-        table.add_row(f"[bold]{ep.id}  {ep.title}[/]", "", f"[bold]{ep.max_score:g}[/]", f"[dim]{ep.video}[/]")
+        checks = [c for ex in ep.exercises for c in ex.checks]
+        extra = [f"[bold]{points(checks, True):g}[/]"] if release else []
+        table.add_row(f"[bold]{ep.id}  {ep.title}[/]", "", f"[bold]{points(checks, False):g}[/]", *extra, "")
+        if ep.video:
+            table.add_row(f"  [dim]video: {ep.video}[/]", "", "", *([""] if release else []), "")
         for ex in ep.exercises:
             last = state.get(ex.id)
             status = f"{last['status'].replace('_', ' ')} ({last['score']:g})" if last else "[dim]not graded yet[/]"
-            n = sum(len(c.cases) for c in ex.checks)
-            table.add_row(f"  {ex.id}", str(n), f"{ex.max_score:g}", status)
-        total += ep.max_score
+            n = sum(len(c.cases) for c in ex.checks if not (release and c.hidden))
+            extra = [f"{points(ex.checks, True):g}"] if release else []
+            table.add_row(f"  {ex.id}", str(n), f"{points(ex.checks, False):g}", *extra, status)
+        public_total += points(checks, False)
+        hidden_total += points(checks, True) if release else 0.0
     console.print(table)
-    console.print(f"\n{total:g} points in all. Grade with: dsgrade [EPISODE_OR_EXERCISE …]")
+    summary = f"{public_total:g} points in all"
+    if release:
+        summary = f"{public_total:g} points of public checks here, {hidden_total:g} of hidden checks graded by your instructor"
+    console.print(f"\n{summary}. Grade with: dsgrade [EPISODE_OR_EXERCISE …]")
+    return 0
+
+
+def reset(*, exercise: str, target: str = "exercises") -> int:
+    """Puts one exercise back as handed out (see :mod:`autograder.reset`)."""
+    from .reset import reset as do_reset
+
+    path, backup = do_reset(exercise, targets.resolve(target))
+    print(f"reset {exercise} in {path}; your version is saved in {backup}")
     return 0
 
 
@@ -416,6 +501,7 @@ _RUN = {
                              verbose=a.verbose, exitfirst=a.exitfirst, timeout=a.timeout, fixtures=a.fixtures,
                              junitxml=a.junitxml, sandbox_mode=a.sandbox, memory=a.memory),
     "list": lambda a: list_exercises(target=a.target),
+    "reset": lambda a: reset(exercise=a.exercise, target=a.target),
     "sync": lambda a: sync(force=a.force, check=a.check),
     "fixtures": lambda a: record(path=Path(a.file), seed=a.seed),
     "notebooks": lambda a: notebooks(course_dir=Path(a.course_dir), seed=a.seed),

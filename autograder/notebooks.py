@@ -51,6 +51,12 @@ c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades", "nbgrade
                                     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
 # The exchange students fetch from and submit to (nbgrader's default is /srv/nbgrader/exchange).
 # c.Exchange.root = "/srv/nbgrader/exchange"
+
+# nbgrader 0.9 on SQLAlchemy 2 warns "Object of type <SubmittedNotebook> not in session" on every
+# autograde: harmless (nbgrader adds the objects itself), so silenced here.
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
 '''
 
 

@@ -41,12 +41,14 @@ def build_release(out_dir: Path, seed: int) -> list[Path]:
         raise ReleaseError(f"{out_dir} is not empty; give a new folder")
     package = Path(__file__).resolve().parent
     out_pkg = out_dir / "autograder"
-    shutil.copytree(package, out_pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", PACKAGED_FIXTURES.name))
+    shutil.copytree(package, out_pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", PACKAGED_FIXTURES.name,
+                                                                    "stubs"))
     checks = {p.stem: p.read_text() for p in sorted((package / "checks").glob("*.py"))}
     for name, source in strip_variants(checks).items():
         (out_pkg / "checks" / f"{name}.py").write_text(source)
-    shutil.copytree(targets.EXERCISES_DIR, out_dir / "exercises",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *SKIPPED_FILES))
+    for folder in (out_dir / "exercises", out_pkg / "stubs"):  # the stubs: `dsgrade reset` restores from them
+        shutil.copytree(targets.EXERCISES_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
+                                                                                      *SKIPPED_FILES))
     record_fixtures(registry.all_episodes(), seed, out_pkg / PACKAGED_FIXTURES.name, public_only=True)
     (out_dir / "pyproject.toml").write_text(release_pyproject(pyproject.read_text()))
     (out_dir / "README.md").write_text(student_readme(seed))
@@ -62,7 +64,7 @@ def release_pyproject(text: str) -> str:
         if needed not in text:
             raise ReleaseError(f"pyproject.toml has changed: cannot find {needed!r}")
     text = text.replace(packages, 'packages = ["autograder", "autograder.checks", "exercises"]')
-    text = text.replace(data, f'autograder = ["{PACKAGED_FIXTURES.name}", "pytest.ini", "report_schema.json"')
+    text = text.replace(data, f'autograder = ["{PACKAGED_FIXTURES.name}", "stubs/*.py", "pytest.ini", "report_schema.json"')
     text = re.sub(r"\ntest = \[.*?\]\n", "\n", text, flags=re.S)  # the course's own test suite is not shipped
     text = text.replace('exercises = [".dsgrade-sync.json"]\n', "")
     return text.replace('description = "', 'description = "Student release: ', 1)

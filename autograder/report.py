@@ -21,12 +21,17 @@ from .submission import Submission
 
 SCHEMA = "dsgrade/1"
 _STYLE = {"passed": "green", "partial": "yellow", "failed": "red", "not_implemented": "blue",
-          "error": "bold red", "timeout": "magenta"}
-_SYMBOL = {"passed": "✓", "partial": "◐", "failed": "✗", "not_implemented": "○", "error": "!", "timeout": "⏱"}
+          "error": "bold red", "timeout": "magenta", "skipped": "dim"}
+_SYMBOL = {"passed": "✓", "partial": "◐", "failed": "✗", "not_implemented": "○", "error": "!", "timeout": "⏱",
+           "skipped": "–"}
 
 
 def overall_status(statuses: list[str], score: float, max_score: float) -> str:
-    """Status of an exercise (from its checks) or an episode (from its exercises)."""
+    """Status of an exercise (from its checks) or an episode (from its exercises); checks that did not
+    run (``-x``) do not count, and only what ran nothing is ``skipped``."""
+    if statuses and all(s == "skipped" for s in statuses):
+        return "skipped"
+    statuses = [s for s in statuses if s != "skipped"]
     if statuses and all(s == "passed" for s in statuses):
         return "passed"
     if score > 0:
@@ -149,7 +154,7 @@ def build_report(grader) -> Report:
             exercises[ex.id] = ExerciseResult(ex.id, ep.id, [])
             episodes[ep.id].exercises.append(exercises[ex.id])
         record = grader.records.get(check.item_id(c)) or record_for(
-            check, c, "failed", "not graded: the session stopped before this check (-x or an interruption)")
+            check, c, "skipped", "not run: the session stopped before this check (-x or an interruption)")
         exercises[ex.id].checks.append(record)
     hidden: dict[str, float] = {}
     for check, _c in grader.instructor_checks:
@@ -295,7 +300,8 @@ def _render_exercise(console, escape, report, ep, ex, verbose, max_checks) -> No
         for line in c.message.splitlines():
             console.print(_student_text(line, 6))
     if len(failing) > len(shown) and not verbose:
-        console.print(f"  [dim]… {len(failing) - len(shown)} more failing checks (dsgrade {ex.id} -v)[/]")
+        more = len(failing) - len(shown)
+        console.print(f"  [dim]… {more} more failing check{'s' if more > 1 else ''} (dsgrade {ex.id} -v)[/]")
     hints = list(dict.fromkeys(h for c in failing for h in c.hint.splitlines() if h))  # each once
     for hint in hints:
         console.print(Padding(Text.assemble(("hint: ", "bold yellow"), (hint, "yellow")), (0, 0, 0, 4), expand=False))
@@ -309,8 +315,10 @@ def summary_line(report: Report) -> str:
         hidden = sum(report.instructor_points.values())
         return (f"[bold]public checks: {report.score:g}/{report.max_score:g} ({pct:.0f}%)[/]; hidden checks: "
                 f"{hidden:g} points graded by your instructor — {passed} of {n} exercises pass their public checks")
+    episodes = len(report.episodes)
     return (f"[bold]score {report.score:g}/{report.max_score:g} ({pct:.0f}%)[/] — "
-            f"{passed} of {n} exercises passed, {len(report.episodes)} episodes graded")
+            f"{passed} of {n} exercise{'s' if n != 1 else ''} passed, {episodes} episode{'s' if episodes != 1 else ''} "
+            "graded")
 
 
 def next_step(report: Report) -> str:
@@ -327,4 +335,16 @@ def next_step(report: Report) -> str:
                 because = f" (your {ex.id} depends on it)" if root != ex.id else ""
                 target = "" if report.target == "exercises" else f" --target {report.target}"
                 return f"{verb} {root} in {where}{because}  (then run: dsgrade {root.split('.')[0]}{target})"
-    return ""
+    return _next_episode(report)
+
+
+def _next_episode(report: Report) -> str:
+    """After an episode passes in full: the one that follows it in the course, if it was not graded too."""
+    ids = registry.episode_ids()
+    last = report.episodes[-1].id if report.episodes else None
+    if last is None or last == ids[-1]:
+        return ""
+    following = registry.load_episode(ids[ids.index(last) + 1])
+    target = "" if report.target == "exercises" else f" --target {report.target}"
+    return (f"{last} passes every check. Next episode: {following.id} {following.title} "
+            f"(dsgrade {following.id}{target}){' — ' + following.video if following.video else ''}")

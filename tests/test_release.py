@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,16 @@ def test_notebook_checks_work_from_the_release(release, student_env, tmp_path):
 def test_instructor_commands_refuse_in_a_release(release, student_env):
     done = _run(student_env, "dsgrade", "batch", "x", "--out", "y", cwd=release)
     assert done.returncode == 2 and "needs the course's solutions/" in done.stderr
+
+
+def test_list_and_reset_in_the_release(release, student_env, tmp_path):
+    listed = _run(student_env, "dsgrade", "list", cwd=release)
+    assert listed.returncode == 0 and "hidden points (instructor)" in listed.stdout
+    assert "of hidden checks graded by your instructor" in listed.stdout
+    mine = tmp_path / "mine"
+    shutil.copytree(release / "exercises", mine)
+    path = mine / "ep04_attention_basics.py"
+    path.write_text(path.read_text().replace('raise NotImplementedError("ep04.attention_scores")', "return x @ x.mT"))
+    done = _run(student_env, "dsgrade", "reset", "ep04.attention_scores", "--target", str(mine), cwd=release)
+    assert done.returncode == 0, done.stderr
+    assert path.read_text() == (release / "exercises" / "ep04_attention_basics.py").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -88,11 +89,20 @@ def test_the_plugin_works_under_plain_pytest_with_markers_and_junit(tmp_path):
 
 
 def test_exitfirst_stops_and_the_report_is_still_complete(tmp_path):
-    run = dsgrade("ep04", "-x", json_path=tmp_path / "r.json")  # stubs: the first check fails
-    checks = [c for ex in run.report["exercises"] for c in ex["checks"]]
-    assert run.code == 1
+    env_cache = tmp_path / "cache"
+    env = dict(_env(), XDG_CACHE_HOME=str(env_cache))
+    cmd = [sys.executable, "-m", "autograder", "ep04", "-x", "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)  # stubs: the first check fails
+    report = json.loads((tmp_path / "r.json").read_text())
+    checks = [c for ex in report["exercises"] for c in ex["checks"]]
+    assert done.returncode == 1
     assert len(checks) == registry.load_episode("ep04").max_score  # one point per case here
-    assert sum("not graded" in c["message"] for c in checks) == len(checks) - 1
+    skipped = [c for c in checks if c["status"] == "skipped"]
+    assert len(skipped) == len(checks) - 1 and all("not run" in c["message"] for c in skipped)
+    statuses = {ex["id"]: ex["status"] for ex in report["exercises"]}
+    assert statuses["ep04.attention_scores"] == "not_implemented" and statuses["ep04.context_vectors"] == "skipped"
+    state = json.loads(next((env_cache / "dsgrade").glob("last-*.json")).read_text())
+    assert "ep04.context_vectors" not in state, "checks that did not run must not become the last status"
 
 
 def test_recorded_fixtures_replace_the_solutions(tmp_path):
@@ -115,3 +125,47 @@ def test_python_dash_m_and_console_script_agree():
     done = subprocess.run([str(exe), "ep04", "--target", "solutions"], cwd=ROOT, capture_output=True, text=True,
                           env=_env())
     assert done.returncode == 0 and "score" in done.stdout
+
+
+def test_reset_puts_one_exercise_back_and_keeps_a_backup(tmp_path):
+    sub = tmp_path / "sub"
+    shutil.copytree(ROOT / "exercises", sub, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    mine = (ROOT / "solutions" / "ep05_self_attention.py").read_text()
+    (sub / "ep05_self_attention.py").write_text(mine + "\n# my notes\n")
+    done = subprocess.run([sys.executable, "-m", "autograder", "reset", "ep05.SelfAttention", "--target", str(sub)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = (sub / "ep05_self_attention.py").read_text()
+    assert 'raise NotImplementedError("ep05.SelfAttention")' in text  # the stub is back
+    assert "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])" in text and "# my notes" in text  # the rest kept
+    (backup,) = (sub / ".dsgrade-backups").iterdir()
+    assert backup.read_text() == mine + "\n# my notes\n"
+    run = dsgrade("ep05", "--target", str(sub), json_path=tmp_path / "r.json")
+    statuses = {ex["id"]: ex["status"] for ex in run.report["exercises"]}
+    assert statuses == {"ep05.scaled_dot_product_attention": "passed", "ep05.SelfAttention": "not_implemented"}
+    broken = subprocess.run([sys.executable, "-m", "autograder", "reset", "ep05.nope", "--target", str(sub)],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert broken.returncode == 2 and "no exercise 'ep05.nope'" in broken.stderr
+
+
+def test_the_command_line_a_newcomer_meets(tmp_path):
+    helped = subprocess.run([sys.executable, "-m", "autograder", "--help"], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True).stdout
+    for command in ("list", "reset", "sync", "fixtures", "notebooks", "release", "batch", "merge", "gradescope"):
+        assert f"\n  {command} " in helped, command
+    for args, message in ((["ep04", "--json", str(tmp_path / "none" / "r.json")], "there is no folder"),
+                          (["ep04", "--junitxml", str(tmp_path / "none" / "j.xml")], "there is no folder"),
+                          (["ep04", "--fixtures", str(tmp_path / "none.bin")], "cannot read it"),
+                          (["ep04", "--timeout", "0"], "greater than 0")):
+        done = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=ROOT, env=_env(), capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, args
+        assert len(done.stderr.strip().splitlines()) <= 6, done.stderr
+    assert not (tmp_path / "none").exists()
+    piped = subprocess.run([sys.executable, "-m", "autograder", "ep05", "--target", "solutions", "--json", "-"],
+                           cwd=ROOT, env={k: v for k, v in _env().items() if k != "COLUMNS"},
+                           capture_output=True, text=True)
+    assert json.loads(piped.stdout)["score"] > 0 and "score" in piped.stderr
+    assert all(line == line.rstrip() for line in piped.stderr.splitlines()), "no padding at the ends of lines"
+    assert "ep05 passes every check. Next episode: ep06" in piped.stderr
+    assert "--target solutions" in piped.stderr.split("Next episode")[1]
