@@ -28,6 +28,7 @@ INI = Path(__file__).parent / "pytest.ini"
 COMMANDS = {
     "grade": "grade your exercises (or another target) against the reference (the default command)",
     "list": "list episodes and exercises with their points and your last status",
+    "watch": "re-grade on every save of an episode file (and the episodes that import it)",
     "reset": "put one exercise back as it was handed out (your version is kept in a backup)",
     "notebooks": "instructors: write an nbgrader course (one notebook per episode) from solutions/",
     "release": "instructors: write the project students get: exercises, grader, public fixtures, no answers",
@@ -81,17 +82,20 @@ def _parser(command: str) -> argparse.ArgumentParser:
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     if command == "reset":
         p.add_argument("exercise", metavar="EXERCISE", help="e.g. ep05.SelfAttention")
-    if command in ("grade", "list", "reset"):
+    if command == "watch":
+        p.add_argument("selectors", nargs="*", metavar="EPISODE_OR_EXERCISE",
+                       help="grade these at every save (default: the saved file's episode and those importing it)")
+    if command in ("grade", "list", "reset", "watch"):
         p.add_argument("--target", default="exercises",
                        help="exercises (default), solutions, or a folder of epNN_*.py files")
     if command == "grade":
         p.add_argument("selectors", nargs="*", metavar="EPISODE_OR_EXERCISE",
                        help="e.g. ep05 or ep05.scaled_dot_product_attention (default: everything)")
-    if command in ("grade", "batch", "gradescope", "fixtures", "notebooks", "release"):
+    if command in ("grade", "batch", "gradescope", "fixtures", "notebooks", "release", "watch"):
         p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                        help="seed of the checks' inputs (default %(default)s); instructors: pick one students "
                             "do not know for the hidden checks")
-    if command in ("grade", "batch"):
+    if command in ("grade", "batch", "watch"):
         p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                        help="seconds each check may take (default %(default)s)")
         p.add_argument("--sandbox", choices=sandbox.MODES, default="auto",
@@ -388,6 +392,20 @@ def list_exercises(*, target: str = "exercises", console=None) -> int:
     return 0
 
 
+def watch(args) -> int:
+    """Re-grades on every save (see :mod:`autograder.watch`)."""
+    from .watch import watch as do_watch
+
+    problem = check_selectors(args.selectors)
+    missing = sandbox.missing_layers(args.sandbox)
+    if args.sandbox == "strict" and missing:
+        problem = sandbox.refusal(missing)
+    if problem:
+        raise targets.TargetError(problem)
+    return do_watch(selectors=args.selectors, target=args.target, seed=args.seed, timeout=args.timeout,
+                    sandbox_mode=args.sandbox, memory=args.memory, console=_console())
+
+
 def reset(*, exercise: str, target: str = "exercises") -> int:
     """Puts one exercise back as handed out (see :mod:`autograder.reset`)."""
     from .reset import reset as do_reset
@@ -502,6 +520,7 @@ _RUN = {
                              junitxml=a.junitxml, sandbox_mode=a.sandbox, memory=a.memory),
     "list": lambda a: list_exercises(target=a.target),
     "reset": lambda a: reset(exercise=a.exercise, target=a.target),
+    "watch": lambda a: watch(a),
     "sync": lambda a: sync(force=a.force, check=a.check),
     "fixtures": lambda a: record(path=Path(a.file), seed=a.seed),
     "notebooks": lambda a: notebooks(course_dir=Path(a.course_dir), seed=a.seed),

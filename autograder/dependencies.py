@@ -109,10 +109,7 @@ class Recorder:
     def _uses(self, obj):
         """(exercise id, object) for every exercise the code of ``obj`` names, itself excluded."""
         own = self._ids.get(id(obj))
-        functions = [obj] if inspect.isfunction(obj) else [
-            f for f in vars(obj).values() if inspect.isfunction(f)] if inspect.isclass(obj) else []
-        for fn in functions:
-            fn = inspect.unwrap(fn)
+        for fn in _functions(obj):
             for name in _names(fn.__code__):
                 value = fn.__globals__.get(name)
                 dep = self._ids.get(id(value))
@@ -128,12 +125,19 @@ def _names(code: types.CodeType) -> set[str]:
     return names
 
 
+def _functions(obj) -> list:
+    """The code of an exercise object: the function itself, or a class's own methods (unwrapped)."""
+    if inspect.isfunction(obj):
+        return [inspect.unwrap(obj)]
+    if inspect.isclass(obj):
+        return [inspect.unwrap(f) for f in vars(obj).values() if inspect.isfunction(f)]
+    return []
+
+
 def _is_stub(obj, exercise_id: str) -> bool:
     """True for an exercise still as generated: its code raises NotImplementedError("epNN.name")."""
-    functions = [obj] if inspect.isfunction(obj) else [
-        f for f in vars(obj).values() if inspect.isfunction(f)] if inspect.isclass(obj) else []
-    return any(exercise_id in inspect.unwrap(f).__code__.co_consts
-               and "NotImplementedError" in inspect.unwrap(f).__code__.co_names for f in functions)
+    return any(exercise_id in f.__code__.co_consts and "NotImplementedError" in f.__code__.co_names
+               for f in _functions(obj))
 
 
 def _plain_arg(value):

@@ -176,11 +176,13 @@ class Grader:
         episodes: Ids of the episodes that will be graded (the worker loads their checks once).
         worker: A worker to share (a batch grades many submissions with one), else the grader starts
             its own with the settings above.
+        scratch: An empty scratch folder made in the worker's folder for this grader (``dsgrade watch``
+            has the zygote fork a child for it ahead of time), else a new one.
     """
 
     def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference,
                  sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY, protected=(), episodes=(),
-                 worker: Worker | None = None):
+                 worker: Worker | None = None, scratch: Path | None = None):
         self.target, self.target_dir = target, target_dir
         self.seed, self.timeout, self.reference = seed, timeout, reference
         self.sandbox_mode, self.memory = sandbox_mode, memory
@@ -199,7 +201,7 @@ class Grader:
         self.own_worker = worker is None
         self.worker = worker or Worker(worker_config(sandbox_mode, memory, [target_dir, *protected], episodes,
                                                      allow_solutions=target_dir == targets.SOLUTIONS_DIR))
-        self.scratch = new_scratch(self.worker.root)
+        self.scratch = scratch or new_scratch(self.worker.root)
         try:
             self.submission = copy_submission(target_dir, self.scratch / "src", fill_from=targets.EXERCISES_DIR)
         except OSError as e:

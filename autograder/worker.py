@@ -138,6 +138,19 @@ class Worker:
         return {"status": "error", "message": clean_text(answer.get("message", "")),
                 "sandbox_failed": bool(answer.get("sandbox_failed"))}
 
+    def prepare(self, episode: str, scratch: Path, timeout: float) -> None:
+        """Has the zygote fork the child for ``episode`` of the submission in ``scratch`` ahead of time
+        (``dsgrade watch``, between rounds); a failure only means the next round forks it itself."""
+        from .values import encode
+
+        try:
+            self.wait_ready()
+            _send(self.proc.stdin, encode({"op": "prepare", "episode": episode, "scratch": str(scratch),
+                                           "timeout": timeout}))
+            self._receive(time.monotonic() + RELAY_MARGIN)
+        except (WorkerError, BrokenPipeError, OSError):
+            pass
+
     def _receive(self, deadline: float, starting: bool = False) -> tuple[bytes, object]:
         from .values import decode
 
@@ -493,6 +506,17 @@ def main(argv: list[str]) -> None:
     while (body := _receive_frame(inp)) is not None:
         req = decode(body)
         wanted = (req["episode"], req["scratch"])
+        if req["op"] == "prepare":  # `dsgrade watch` between rounds: fork the next round's first child now
+            for old in (child, spare):
+                if old is not None and old.serves != wanted:
+                    old.end()
+            child = None
+            if spare is None or spare.serves != wanted:
+                n += 1
+                spare = _Child(req["episode"], Path(req["scratch"]), n, settings, (inp, out),
+                               _cpu_budget(req["episode"], req["timeout"]))
+            _send(out, encode({"status": "ready"}), ZYGOTE)
+            continue
         if child is not None and child.serves != wanted:
             child.end()  # a fresh child per episode: one episode cannot sabotage the next
             child = None

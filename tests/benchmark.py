@@ -6,7 +6,8 @@ after editing one episode) and of grading everything, each the best of
 ``--repeat`` runs, with the ratios the project aims for (ep05 ≤ 1.3×, all ≤ 3×);
 then the time of greedy decoding with and without episode 9's KV cache.
 ``--batch N`` instead times ``dsgrade batch`` of N full-course submissions (solutions, stubs and
-broken copies) with 2 jobs and with 1 (aims: ≤ 0.5× a torch import per submission, ≥ 1.6× speed-up).
+broken copies) with 2 jobs and with 1 (aims: ≤ 0.5× a torch import per submission, ≥ 1.6× speed-up);
+``--watch`` the time from a save to the end of ``dsgrade watch ep05``'s report (aim: ≤ 0.3 s).
 """
 
 from __future__ import annotations
@@ -123,13 +124,56 @@ def batch_timings(n: int) -> None:
     print(f"speed-up from 1 to 2 jobs: {times[1] / times[2]:.2f}x (aim >= 1.6x)")
 
 
+def watch_timings(saves: int = 10) -> None:
+    """``dsgrade watch ep05``: the time from writing the file to the end of the printed report, median of saves."""
+    import statistics
+    import tempfile
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    floor = best_time([sys.executable, "-c", "import torch"], 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "mine"
+        shutil.copytree(repo / "exercises", target, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        source = (repo / "solutions" / "ep05_self_attention.py").read_text()
+        (target / "ep05_self_attention.py").write_text(source)
+        proc = subprocess.Popen([sys.executable, "-m", "autograder", "watch", "ep05", "--target", str(target)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def report_done() -> None:
+            for line in proc.stdout:
+                if "for changes (Ctrl-C to stop)" in line:
+                    return
+            raise SystemExit("dsgrade watch ended")
+
+        report_done()  # the first round
+        times = []
+        for i in range(saves):
+            time.sleep(0.5)
+            start = time.perf_counter()
+            (target / "ep05_self_attention.py").write_text(source + f"\n# save {i}\n")
+            report_done()
+            times.append(time.perf_counter() - start)
+        proc.send_signal(2)
+        proc.wait()
+    median = statistics.median(times)
+    label = 'python -c "import torch"'
+    print(f"{label:<40} {floor:6.2f} s")
+    print(f"dsgrade watch ep05: save -> report       {median:6.3f} s  median of {saves} "
+          f"({median / floor:.2f}x the torch import; aim <= 0.3 s); min {min(times):.3f}, max {max(times):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per command; the best is reported")
     parser.add_argument("--batch", type=int, metavar="N", help="instead: time `dsgrade batch` of N submissions")
+    parser.add_argument("--watch", action="store_true", help="instead: time `dsgrade watch ep05` from save to report")
     args = parser.parse_args()
     if args.batch:
         batch_timings(args.batch)
+        return
+    if args.watch:
+        watch_timings()
         return
     grader_timings(args.repeat)
     kv_cache_decoding()
