@@ -26,7 +26,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
-from . import registry, targets
+from . import targets
 
 PACKAGE_PARTS = ("pyproject.toml", "README.md", "autograder", "solutions", "exercises")
 
