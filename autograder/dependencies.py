@@ -45,12 +45,18 @@ class Recorder:
         self.touched: set[str] = set()  # exercises that ran during the check
         self._wrapped: dict[int, object] = {}  # id(student function) -> its recording wrapper
         self._ids: dict[int, str] = {}  # id(student object or wrapper) -> exercise id
+        self._modules: set[str] = set()  # target modules already seen
+        self._uses_of: dict[str, list] = {}  # exercise name -> what its code names (it does not change)
 
     def install(self, package: str) -> None:
         """Wraps every exercise function of the target's loaded modules, wherever a module binds it."""
         from . import registry
 
-        modules = [m for name, m in list(sys.modules.items()) if name.startswith(package + ".") and m is not None]
+        names = {name for name, m in list(sys.modules.items()) if name.startswith(package + ".") and m is not None}
+        if names <= self._modules:
+            return  # nothing imported since the last time
+        self._modules |= names
+        modules = [sys.modules[name] for name in names]
         by_module = {ep.module: ep for ep in map(registry.load_episode, registry.episode_ids())}
         for module in modules:
             episode = by_module.get(module.__name__.rsplit(".", 1)[-1])
@@ -97,8 +103,9 @@ class Recorder:
     def report(self, module, name: str) -> dict:
         """What the grader needs to blame a dependency: the calls, and the exercises ``name`` uses."""
         uses, stubs = [], []
-        obj = getattr(module, name, None)
-        for dep, value in self._uses(obj):
+        if name not in self._uses_of:
+            self._uses_of[name] = list(self._uses(getattr(module, name, None)))
+        for dep, value in self._uses_of[name]:
             if dep not in uses:
                 uses.append(dep)
                 if _is_stub(value, dep):
@@ -170,11 +177,16 @@ def _recordable(tree, budget: list | None = None) -> bool:
 # --- in the grader ----------------------------------------------------------------------------------------
 
 
-def checked(tree: dict) -> dict:
-    """The child's ``calls``, ``uses`` and ``stubs``, kept only where they name known exercises."""
+@functools.lru_cache(maxsize=None)
+def _known() -> frozenset:
     from . import registry
 
-    known = {ex.id for ep in map(registry.load_episode, registry.episode_ids()) for ex in ep.exercises}
+    return frozenset(ex.id for ep in map(registry.load_episode, registry.episode_ids()) for ex in ep.exercises)
+
+
+def checked(tree: dict) -> dict:
+    """The child's ``calls``, ``uses`` and ``stubs``, kept only where they name known exercises."""
+    known = _known()
     calls = tree.get("calls")
     calls = [c for c in calls[:MAX_CALLS] if isinstance(c, dict) and c.get("exercise") in known
              and isinstance(c.get("args"), list) and isinstance(c.get("kwargs"), dict) and _recordable(c)] \
@@ -186,6 +198,8 @@ def checked(tree: dict) -> dict:
 
 def blame(record, answer: dict, grader) -> None:
     """Rewrites a failing ``record`` to name the dependency that breaks it, when there is one."""
+    if record.passed:
+        return
     deps = checked(answer)
     if record.status == "not_implemented" and len(deps["stubs"]) >= 2:
         stubs = _course_order(deps["stubs"])

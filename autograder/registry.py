@@ -23,6 +23,7 @@ Adding an episode means adding its ``solutions/`` module and its checks module;
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import zlib
@@ -194,8 +195,13 @@ class Episode:
 
 def episode_ids() -> list[str]:
     """Ids of all episodes with a checks module, in course order (capstone last)."""
+    return list(_episode_ids())
+
+
+@functools.lru_cache(maxsize=None)
+def _episode_ids() -> tuple[str, ...]:
     ids = [m.group(1) for p in CHECKS_DIR.iterdir() if (m := EPISODE_FILE.match(p.name))]
-    return sorted(ids, key=lambda i: (i == "capstone", i))
+    return tuple(sorted(ids, key=lambda i: (i == "capstone", i)))
 
 
 def load_episode(episode_id: str) -> Episode:
