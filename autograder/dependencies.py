@@ -7,8 +7,9 @@ dependent's own hints ("pass both lengths…") mislead. So:
   the exercise under check makes into the student's other exercises (arguments and result as plain
   values), and lists the exercises its code names or that ran during the check (``uses``), and which
   of those are still stubs (``stubs``). No reference code runs there.
-* In the grader, :func:`blame` runs the reference of each recorded dependency on the recorded
-  arguments (with a live reference) and compares. A differing dependency is named first ("your
+* In the grader, :func:`blame` fetches the calls of a failing check (they stay in the child otherwise),
+  runs the reference of each recorded dependency on the recorded arguments (with a live reference)
+  and compares. A differing dependency is named first ("your
   ep06.causal_attention called your ep06.causal_mask(5, 7), whose result differs …: fix
   ep06.causal_mask first"), the dependent's misconception hints are dropped, and the report's
   "Next, fix …" line points at the dependency. Without a live reference, or for class exercises
@@ -46,15 +47,19 @@ class Recorder:
         self._wrapped: dict[int, object] = {}  # id(student function) -> its recording wrapper
         self._ids: dict[int, str] = {}  # id(student object or wrapper) -> exercise id
         self._modules: set[str] = set()  # target modules already seen
+        self._seen = 0  # len(sys.modules) at the last install
         self._uses_of: dict[str, list] = {}  # exercise name -> what its code names (it does not change)
 
     def install(self, package: str) -> None:
         """Wraps every exercise function of the target's loaded modules, wherever a module binds it."""
         from . import registry
 
+        if len(sys.modules) == self._seen:
+            return  # nothing imported since the last time (a probe calls this: scanning costs ~1 ms)
+        self._seen = len(sys.modules)
         names = {name for name, m in list(sys.modules.items()) if name.startswith(package + ".") and m is not None}
         if names <= self._modules:
-            return  # nothing imported since the last time
+            return
         self._modules |= names
         modules = [sys.modules[name] for name in names]
         by_module = {ep.module: ep for ep in map(registry.load_episode, registry.episode_ids())}
@@ -87,9 +92,10 @@ class Recorder:
     def _wrap(self, exercise_id: str, fn):
         @functools.wraps(fn)
         def recorded(*args, **kwargs):
+            first = exercise_id not in self.touched  # only the first call of each is compared: record that one
             self.touched.add(exercise_id)
             result = fn(*args, **kwargs)
-            if self.exercise not in (None, exercise_id) and len(self.calls) < MAX_CALLS:
+            if first and self.exercise not in (None, exercise_id) and len(self.calls) < MAX_CALLS:
                 call = {"exercise": exercise_id, "args": _plain_arg(list(args)), "kwargs": _plain_arg(kwargs),
                         "result": to_plain(result)}
                 if _recordable(call):
@@ -111,7 +117,8 @@ class Recorder:
                 if _is_stub(value, dep):
                     stubs.append(dep)
         ran = sorted(self.touched - {self.exercise} - set(uses))
-        return {"calls": self.calls, "uses": uses + ran, "stubs": stubs}
+        # The calls themselves stay here until the grader asks (op "calls"): a check that passes never needs them.
+        return {"recorded": len(self.calls), "uses": uses + ran, "stubs": stubs}
 
     def _uses(self, obj):
         """(exercise id, object) for every exercise the code of ``obj`` names, itself excluded."""
@@ -208,13 +215,23 @@ def blame(record, answer: dict, grader) -> None:
         return
     if record.passed or record.status == "not_implemented" or record.blame:
         return  # a stage check has named its part already, with the reference's own inputs
-    for call in _first_call_per_exercise(deps["calls"]):
+    known = grader.blamed.get(record.exercise)
+    if known and answer.get("recorded") and known[0] in deps["uses"]:
+        # Shown on an earlier check of this exercise, and this check called it too: one verdict serves both.
+        dep, where = known
+        record.message = (f"your {record.exercise} calls your {dep}, whose result differs from the reference "
+                          f"(see {where}): fix {dep} first\n" + record.message)
+        record.hint, record.blame = "", dep
+        return
+    calls = checked({"calls": grader.recorded_calls()})["calls"] if answer.get("recorded") else []
+    for call in _first_call_per_exercise(calls):
         problem = grader.reference_call_problem(call, hidden=record.hidden)
         if problem:
             record.message = (f"your {record.exercise} called your {call['exercise']}({_args(call)}), whose result "
                               f"differs from the reference ({problem}): fix {call['exercise']} first\n"
                               + record.message)
             record.hint, record.blame = "", call["exercise"]
+            grader.blamed[record.exercise] = (call["exercise"], record.id.split("::", 1)[1])
             return
     failing = [d for d in _course_order(deps["uses"]) if grader.fails_own_checks(d)]
     if failing:

@@ -196,6 +196,7 @@ class Grader:
         self.records: dict[str, CheckRecord] = {}
         self.selected: list = []
         self.instructor_checks: list = []  # in a student release: hidden checks, graded by the instructor
+        self.blamed: dict[str, tuple[str, str]] = {}  # exercise -> (the dependency shown wrong, on which check)
         self.internal_errors: list[str] = []
         self._imports: dict[str, dict | None] = {}
         self.own_worker = worker is None
@@ -254,6 +255,7 @@ class Grader:
             if answer.pop("sandbox_failed", False):
                 self.internal_errors.append(answer["message"])
             record = evaluate(check, c, seed, answer, self.reference)
+            self._last_check = check
             dependencies.blame(record, answer, self)
         except ReferenceFailure as e:
             self.internal_errors.append(str(e))
@@ -273,6 +275,15 @@ class Grader:
             return None
         problems = diagnose(expected, call["result"], hidden=hidden)
         return problems[0] if problems else None
+
+    def recorded_calls(self) -> list:
+        """The calls the child recorded during the last check (asked for only when that check failed)."""
+        check = self._last_check
+        try:
+            answer = self.worker.request(self._request(check, "calls"), self.timeout)
+        except WorkerError:
+            return []
+        return answer.get("calls", []) if answer.get("status") == "ok" else []
 
     def fails_own_checks(self, exercise_id: str) -> bool:
         """True when an exercise has been graded in this run and not every check of it passed."""

@@ -77,7 +77,7 @@ def checked_answer(tree) -> dict:
         return {"status": "error", "message": "the process running your code sent an answer the grader does "
                                               "not understand (did your code write to the grader's pipe?)"}
     # What the child says about the exercises this one called and uses (autograder.dependencies checks it).
-    deps = {k: tree[k] for k in ("calls", "uses", "stubs") if k in tree}
+    deps = {k: tree[k] for k in ("recorded", "calls", "uses", "stubs") if k in tree}
     if tree["status"] == "ok":
         return {"status": "ok", "result": tree.get("result"), **deps}
     return {"status": tree["status"], "message": clean_text(tree.get("message", "")), **deps}

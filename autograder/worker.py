@@ -425,6 +425,9 @@ def _serve(src: Path, inp, out, memory: int) -> None:
         exercise_id = req.get("exercise")
         module = None
         try:
+            if req["op"] == "calls":  # what the last check called (see autograder.dependencies)
+                _send(out, encode({"status": "ok", "calls": recorder.calls}))
+                continue
             module = targets.import_episode(src, req["module"])
             recorder.install(targets.PACKAGE)
             if req["op"] == "import":

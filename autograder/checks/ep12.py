@@ -188,8 +188,11 @@ def latents(impl, c, gen):
     return impl.compress_kv(*compress_inputs(gen, c))
 
 
+# The large cases of this episode are float64: in float32 their sums of products of size ~10^3 can cancel
+# to values near 0 that another summation order (einsum, a loop) rounds differently by more than the
+# float32 tolerance, even the reference itself against exact arithmetic, at about 1% of seeds.
 @compress.check(case(lead=[3], t=6, d_model=5, rank=4, noncontiguous=True),
-                case(lead=[2], t=3, d_model=9, rank=6, scale=100.0), hidden=True)
+                case(lead=[2], t=3, d_model=9, rank=6, scale=100.0, dtype="float64"), hidden=True)
 def hidden_latents(impl, c, gen):
     """non-contiguous inputs; large hidden states"""
     return impl.compress_kv(*compress_inputs(gen, c))
@@ -233,7 +236,7 @@ def keys_and_values(impl, c, gen):
 
 
 @expand.check(case(b=2, s=6, rank=4, h=5, d=3, d_v=2, noncontiguous=True),
-              case(b=3, s=2, rank=7, h=2, d=6, d_v=4, scale=50.0), hidden=True)
+              case(b=3, s=2, rank=7, h=2, d=6, d_v=4, scale=50.0, dtype="float64"), hidden=True)
 def hidden_keys_and_values(impl, c, gen):
     """non-contiguous inputs; large latents"""
     return named(impl.expand_kv(*expand_inputs(gen, c), c.h), "k", "v")
@@ -297,7 +300,7 @@ def keys_never_formed(impl, c, gen):
 
 
 @scores.check(case(b=3, t=4, s=7, h=2, d=6, rank=5, noncontiguous=True),
-              case(b=2, t=4, s=3, h=5, d=6, rank=8, scale=30.0), hidden=True)
+              case(b=2, t=4, s=3, h=5, d=6, rank=8, scale=30.0, dtype="float64"), hidden=True)
 def hidden_scores(impl, c, gen):
     """non-contiguous inputs; large queries and latents"""
     return impl.absorbed_scores(*scores_inputs(gen, c))
@@ -366,7 +369,7 @@ def values_never_formed(impl, c, gen):
 
 
 @context.check(case(b=3, t=4, s=7, h=2, d_v=6, rank=5, noncontiguous=True),
-               case(b=2, t=4, s=3, h=5, d_v=6, rank=8, scale=30.0), hidden=True)
+               case(b=2, t=4, s=3, h=5, d_v=6, rank=8, scale=30.0, dtype="float64"), hidden=True)
 def hidden_context(impl, c, gen):
     """non-contiguous inputs; peaked weights and large latents"""
     return impl.absorbed_context(*context_inputs(gen, c))

@@ -250,7 +250,7 @@ def experts_see_only_their_tokens(impl, c, gen):
 
 @moe.check(case("noncontiguous", b=3, t=4, noncontiguous=True), case("other_sizes_v3", b=2, t=6, **OTHER),
            case("other_sizes_v2", b=3, t=3, **OTHER, **V2), case("flat_tokens", n=7),
-           case("large_tokens", b=2, t=3, scale=5.0), case("v2_float64", b=2, t=3, dtype="float64", **V2),
+           case("large_tokens", b=2, t=3, scale=5.0, dtype="float64"), case("v2_float64", b=2, t=3, dtype="float64", **V2),
            hidden=True)
 def hidden_forward(impl, c, gen):
     """non-contiguous tokens, other sizes, (n, dim) tokens, large tokens, float64"""
