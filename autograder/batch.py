@@ -279,10 +279,13 @@ def run_batch(submissions: Path, out_dir: Path, *, jobs: int, seed: int, timeout
                         sandbox_mode, memory, episodes, [str(Path(submissions).resolve()), str(out_dir.resolve()),
                                                          str(scratch)])
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process is inherited
+    n_jobs = max(1, min(jobs, len(todo)))
     try:
-        with concurrent.futures.ProcessPoolExecutor(max(1, min(jobs, len(todo))) if todo else 1, context,
-                                                    initializer=_start_job, initargs=(settings,)) as pool:
-            if todo:  # the jobs import torch and start their workers while the reference is computed
+        with concurrent.futures.ProcessPoolExecutor(n_jobs, context, initializer=_start_job,
+                                                    initargs=(settings,)) as pool:
+            if todo:  # start every job now (a pool starts one per task submitted), so that their
+                for _ in range(n_jobs):  # workers import torch while this process computes the reference
+                    pool.submit(os.getpid)
                 record_fixtures([registry.load_episode(e) for e in episodes], seed, Path(settings.reference),
                                 misconceptions=False)
             with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TextColumn("students"),

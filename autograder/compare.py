@@ -194,6 +194,8 @@ def _diagnose_array(path, exp: Array, got: Array, tol, hidden) -> list[str]:
     e = e.astype(np.complex128 if e.dtype.kind == "c" or g.dtype.kind == "c" else np.float64)
     g = g.astype(e.dtype)
     t = tol.get(exp.dtype, tol["float32"])
+    if np.isfinite(e).all() and np.isfinite(g).all() and (np.abs(g - e) <= t.atol + t.rtol * np.abs(e)).all():
+        return lines  # the usual case, a passed check, in a few operations
     # Non-finite values must sit where the reference has them (e.g. -inf for masked scores).
     e_fin, g_fin = np.isfinite(e), np.isfinite(g)
     for name, test in (("NaN", np.isnan), ("inf", np.isinf)):

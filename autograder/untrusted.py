@@ -48,9 +48,10 @@ def clean_text(text, limit: int = MAX_MESSAGE_CHARS) -> str:
     length = len(text)
     if length > 4 * limit:  # do not scan megabytes to keep a few thousand characters
         text = text[:4 * limit]
-    text = _ANSI.sub("", text)
-    text = _BREAKS.sub(" ⏎ ", text)
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    if not (text.isascii() and text.isprintable()):  # printable ASCII (most text) has nothing to remove
+        text = _ANSI.sub("", text)
+        text = _BREAKS.sub(" ⏎ ", text)
+        text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     text = re.sub(r" {2,}", " ", text).strip()
     if len(text) > limit:
         text = f"{text[:limit]}… [{max(length, len(text)) - limit} more characters]"

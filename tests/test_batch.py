@@ -124,6 +124,8 @@ def test_the_class_report_shows_distribution_pass_rates_and_common_mistakes(grad
     _, root, _ = graded
     page = (root / "out" / "report.html").read_text()
     assert page.count("<svg") == 2 and "Score distribution" in page and "Pass rate per exercise" in page
+    bars = page[page.index("<svg", page.index("<svg") + 1):]
+    assert ">ep05.scaled_dot_product_attention</text>" in bars  # labels are text, not glyph outlines
     assert "The scores were not scaled" in page  # carol's mistake, with its count
     assert ">carol<" in page and "8 students" in page
 
@@ -158,3 +160,25 @@ def test_bad_batch_arguments_exit_2(tmp_path):
         done = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=ROOT, env=_env(),
                               capture_output=True, text=True)
         assert done.returncode == 2 and done.stderr.strip(), args
+
+
+def test_the_jobs_start_while_the_reference_is_computed(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from autograder import batch, reference, sandbox
+
+    subs = tmp_path / "submissions"
+    copy_solutions(subs / "alice")
+    copy_solutions(subs / "bob")
+    running_jobs = []
+
+    def record(*args, **kwargs):  # the jobs' workers import torch meanwhile, on the other core
+        running_jobs.append(len(multiprocessing.active_children()))
+        return record_fixtures(*args, **kwargs)
+
+    record_fixtures = reference.record_fixtures
+    monkeypatch.setattr(reference, "record_fixtures", record)
+    status = batch.run_batch(subs, tmp_path / "out", jobs=2, seed=1, timeout=2.0, submission_timeout=60.0,
+                             sandbox_mode="auto", memory=sandbox.DEFAULT_MEMORY, episodes=["ep01"])
+    assert status == 0 and running_jobs == [2]
+    assert (tmp_path / "out" / "grades.csv").read_text().count("\n") == 3
