@@ -34,11 +34,14 @@ COPY_ON_WRITE = r"""
 import hashlib, json, os
 from autograder.worker import _collapse_into_huge_pages
 
+def huge_kib():
+    return int(next(l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")).split()[1])
+
 data = bytearray(b"zygote" * ((48 << 20) // 6))  # 48 MiB written: private anonymous pages
 before = hashlib.sha256(data).hexdigest()
-huge_before = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0]
+huge_before = huge_kib()
 _collapse_into_huge_pages()
-huge_after = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0]
+huge_after = huge_kib()
 r, w = os.pipe()
 if os.fork() == 0:  # the child writes one byte in the middle of a huge page: only its copy changes
     data[(20 << 20) + 7] = 0
@@ -47,7 +50,7 @@ if os.fork() == 0:  # the child writes one byte in the middle of a huge page: on
 os.wait()
 child = os.read(r, 100).decode()
 print(json.dumps({"unchanged": hashlib.sha256(data).hexdigest() == before, "child_differs": child != before,
-                  "huge_before": int(huge_before.split()[1]), "huge_after": int(huge_after.split()[1])}))
+                  "huge_before": huge_before, "huge_after": huge_after}))
 """
 
 
