@@ -55,9 +55,14 @@ class Recorder:
         from . import registry
 
         if len(sys.modules) == self._seen:
-            return  # nothing imported since the last time (a probe calls this: scanning costs ~1 ms)
+            return  # nothing imported since the last time (a probe calls this)
         self._seen = len(sys.modules)
-        names = {name for name, m in list(sys.modules.items()) if name.startswith(package + ".") and m is not None}
+        # The import system binds each submodule on its package, so the package's few names say which
+        # target modules are loaded. Scanning sys.modules instead (thousands of entries once torch is
+        # in) would write the reference count of every entry, and so copy ~1000 of the zygote's pages.
+        loaded = sys.modules.get(package)
+        names = {f"{package}.{attr}" for attr in (list(vars(loaded)) if loaded is not None else [])
+                 if sys.modules.get(f"{package}.{attr}") is not None}
         if names <= self._modules:
             return
         self._modules |= names

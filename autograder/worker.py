@@ -22,7 +22,10 @@ The zygote relays a child's answer as opaque bytes after checking its size, and
 tags every frame it sends: ``C`` for a child's answer (untrusted: the grader
 checks and cleans it, :mod:`autograder.untrusted`), ``Z`` for its own reports
 (ready, timed out, died). Student code prints into a per-episode log file of
-capped size, never onto the protocol pipes.
+capped size, never onto the protocol pipes; the grader, not the zygote, reads
+a dead child's log. The zygote's memory is where every later child starts, the
+next submission's too, so it keeps nothing of a submission: it zeroes each
+answer once relayed and never reads what a child printed.
 """
 
 from __future__ import annotations
@@ -136,8 +139,32 @@ class Worker:
             return checked_answer(answer)
         if answer.get("status") == "timeout":  # the zygote killed the child at the deadline
             raise WorkerError("timeout", clean_text(answer.get("message") or "timed out"))
-        return {"status": "error", "message": clean_text(answer.get("message", "")),
-                "sandbox_failed": bool(answer.get("sandbox_failed"))}
+        message = clean_text(answer.get("message", ""))
+        printed = self._child_output(answer.get("log"))
+        if printed:
+            message += f"; its last output: {printed}"
+        return {"status": "error", "message": message, "sandbox_failed": bool(answer.get("sandbox_failed"))}
+
+    def _child_output(self, path, limit: int = 400) -> str:
+        """The end of a dead child's log, which the zygote names: only a file in a ``logs`` folder of
+        this worker's own folder is read (the path comes from the worker, so it is not trusted)."""
+        if not isinstance(path, str):
+            return ""
+        log = Path(os.path.realpath(path))
+        if log.parent.name != "logs" or self.root.resolve() not in log.parents:
+            return ""
+        try:
+            fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return ""
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, limit, max(0, size - limit))
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        return clean_text(data.decode(errors="replace"), limit)
 
     def prepare(self, episode: str, scratch: Path, timeout: float) -> None:
         """Has the zygote fork the child for ``episode`` of the submission in ``scratch`` ahead of time
@@ -290,7 +317,8 @@ class _Child:
 
         work = scratch / "work" / f"{episode}-{n}"
         work.mkdir(mode=0o700)
-        self.log = os.open(scratch / "logs" / f"{episode}-{n}.log", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.log_path = scratch / "logs" / f"{episode}-{n}.log"
+        self.log = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         policy = sandbox.Policy(settings["readable"] + [str(scratch / "src")], str(work),
                                 settings["memory"], cpu_seconds)
         self.serves = (episode, str(scratch))
@@ -339,34 +367,53 @@ class _Child:
         self.deadline_from = time.monotonic()
         return True
 
-    def receive(self, timeout: float) -> bytes | None:
-        """The answer's bytes, or None if the child timed out, died or answered with more than
-        :data:`MAX_ANSWER_BYTES` (then :meth:`end` says which)."""
+    def relay(self, timeout: float, out) -> bool:
+        """Forwards the child's answer to the grader as a ``C`` frame; False if the child timed out,
+        died or answered with more than :data:`MAX_ANSWER_BYTES` (then :meth:`end` says which).
+
+        The answer is read into one buffer, written from it and then zeroed. This process's memory
+        is where every later child starts, the next submission's too: freed but not cleared, a
+        classmate's results would be there for the reading.
+        """
         deadline = self.deadline_from + timeout
-        head = self._read(8, deadline)
-        if head is None:
-            return None
+        head = bytearray(8)
+        if not self._read_into(head, deadline):
+            return False
         (n,) = struct.unpack("<Q", head)
         if n > MAX_ANSWER_BYTES:  # refuse before reading: the zygote's memory is the grader's
             self.too_large = n
-            return None
-        return self._read(n, deadline)
+            return False
+        body = bytearray(n)
+        try:
+            if not self._read_into(body, deadline):
+                return False
+            out.write(struct.pack("<Q", 1 + n) + CHILD)
+            out.flush()
+            view = memoryview(body)
+            while view:  # straight from the buffer: a buffered writer would keep a copy
+                view = view[os.write(out.fileno(), view):]
+            return True
+        finally:
+            body[:] = bytes(n)
 
-    def _read(self, n: int, deadline: float) -> bytes | None:
-        chunks, got = [], 0
-        while got < n:
+    def _read_into(self, buffer: bytearray, deadline: float) -> bool:
+        view, got = memoryview(buffer), 0
+        while got < len(buffer):
             if not select.select([self.answers], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 self.timed_out = True
-                return None
-            chunk = os.read(self.answers, min(n - got, 1 << 20))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+                return False
+            k = os.readv(self.answers, [view[got:]])
+            if not k:
+                return False
+            got += k
+        return True
 
     def end(self) -> dict:
-        """Kills the child (if it still runs) and says how it ended, as the zygote's report."""
+        """Kills the child (if it still runs) and says how it ended, as the zygote's report.
+
+        A report of a child that died names its log (``log``) rather than quoting it: the grader reads
+        the end of it, so nothing the child printed passes through this process's memory.
+        """
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -377,7 +424,7 @@ class _Child:
                 close()
             except OSError:
                 pass
-        tail = self._log_tail()
+        printed = os.fstat(self.log).st_size > 0
         os.close(self.log)
         code = os.waitstatus_to_exitcode(status)
         if self.timed_out:
@@ -386,20 +433,17 @@ class _Child:
             return {"status": "error", "message": f"your result is too large to grade: "
                                                   f"{format_bytes(self.too_large)} (the limit is "
                                                   f"{format_bytes(MAX_ANSWER_BYTES)})"}
+        log = {"log": str(self.log_path)} if printed else {}
         if code == SETUP_FAILED:
-            return {"status": "error", "sandbox_failed": True,
-                    "message": f"the grader could not sandbox your code: {tail}"}
+            return {"status": "error", "sandbox_failed": True, "message": "the grader could not sandbox your code",
+                    **log}
         if code == -signal.SIGXCPU:
             return {"status": "timeout", "message": f"the CPU-time limit of {self.cpu_seconds} s for the "
                                                     f"episode was exceeded (threads count too)"}
         msg = f"the process running your code died ({_how(code)})"
         if code == -signal.SIGKILL:
             msg += " — the machine may have run out of memory"
-        return {"status": "error", "message": msg + (f"; its last output: {tail}" if tail else "")}
-
-    def _log_tail(self, limit: int = 400) -> str:
-        size = os.fstat(self.log).st_size
-        return os.pread(self.log, limit, max(0, size - limit)).decode(errors="replace")
+        return {"status": "error", "message": msg, **log}
 
 
 def _memory_answer(e: BaseException, memory: int) -> dict | None:
@@ -492,7 +536,7 @@ def main(argv: list[str]) -> None:
 
     import torch
 
-    from . import grading, probing, registry, targets  # noqa: F401  (loaded once, shared by every fork)
+    from . import dependencies, grading, probing, registry, targets  # noqa: F401  (loaded once, shared by every fork)
     from .values import decode, encode
 
     torch.set_num_threads(1)  # before any fork: no thread pool to inherit
@@ -502,6 +546,8 @@ def main(argv: list[str]) -> None:
     gc.freeze()  # the children's garbage collector then leaves the zygote's objects (and their pages) alone
     protected = [Path(p) for p in settings["protected"]] + [Path(settings["root"])]
     settings.update(layers=layers, readable=sandbox.readable_paths([Path(__file__).resolve().parent], protected))
+    sandbox.prepare(sandbox.Policy(settings["readable"], settings["root"]), landlock="landlock" in layers,
+                    seccomp="seccomp" in layers)
     _collapse_into_huge_pages()
     _send(out, encode({"status": "ready", "sandbox": {"applied": layers, "missing": missing,
                                                       "landlock_abi": sandbox.landlock_abi()}}), ZYGOTE)
@@ -539,12 +585,9 @@ def main(argv: list[str]) -> None:
             n += 1
             spare = _Child(following, Path(req["scratch"]), n, settings, (inp, out),
                            _cpu_budget(following, req["timeout"]))
-        answer = child.receive(float(req["timeout"])) if sent else None
-        if answer is None:  # timed out, died or too large: report how; the next request forks afresh
-            _send(out, encode(child.end()), ZYGOTE)
+        if not (sent and child.relay(float(req["timeout"]), out)):  # timed out, died or too large:
+            _send(out, encode(child.end()), ZYGOTE)  # report how; the next request forks afresh
             child = None
-        else:
-            _send(out, answer, CHILD)
     for c in (child, spare):
         if c is not None:
             c.end()

@@ -77,3 +77,90 @@ def test_the_zygote_serves_from_huge_pages():
             assert _anon_huge_bytes(children[0]) >= 64 << 20  # torch's ~150 MB, most of it collapsed
     finally:
         worker.close()
+
+
+SECRETS = '''
+import os
+
+from .config import DeepSeekConfig, deepseek_v2, deepseek_v3, tiny  # noqa: F401
+
+
+def count_parameters(model):
+    raise ValueError("{answered}")
+
+
+def moe_parameter_counts(*args, **kwargs):
+    print("{printed}", flush=True)
+    os._exit(3)
+
+
+def kv_cache_bytes(*args, **kwargs):
+    raise NotImplementedError("ep01.kv_cache_bytes")
+'''
+
+
+def _private_memory_holds(pid: int, needles: list[bytes]) -> list[bytes]:
+    """The needles found in the writable private memory of process ``pid`` (read through /proc)."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw") or fields[1][3] != "p":
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            for at in range(start, end, 16 << 20):
+                try:
+                    chunk = os.pread(mem.fileno(), min(16 << 20, end - at) + 64, at)
+                except OSError:
+                    continue
+                found.update(n for n in needles if n in chunk)
+    return sorted(found)
+
+
+def test_the_zygote_keeps_nothing_a_submission_answered_or_printed(tmp_path):
+    """Every later child starts from the zygote's memory, the next student's too: what one student's
+    code returned or printed must not be left in it, or a classmate's child could read it there."""
+    from autograder.plugin import Grader
+    from autograder.reference import LiveReference
+    from autograder.registry import load_episode
+
+    answered, printed = f"answer-{os.urandom(8).hex()}", f"printed-{os.urandom(8).hex()}"
+    sub = tmp_path / "student"
+    sub.mkdir()
+    (sub / "ep01_introduction.py").write_text(SECRETS.format(answered=answered, printed=printed))
+    worker = Worker(worker_config("auto", sandbox.DEFAULT_MEMORY, [], ["ep01"]))
+    grader = Grader("student", sub, 1234, 5.0, LiveReference(), worker=worker)
+    try:
+        records = [grader.grade(chk, c) for ex in load_episode("ep01").exercises for chk in ex.checks
+                   for c in chk.cases]
+        messages = "\n".join(r.message for r in records)
+        assert answered in messages  # the answer passed through the zygote…
+        assert f"its last output: {printed}" in messages  # …and the grader read the log itself
+        waiter = worker.proc.pid
+        zygote = Path(f"/proc/{waiter}/task/{waiter}/children").read_text().split() or [waiter]
+        assert _private_memory_holds(int(zygote[0]), [answered.encode(), printed.encode()]) == []
+    finally:
+        grader.close()
+        worker.close()
+
+
+def test_the_grader_reads_only_a_childs_log_whatever_the_worker_names(tmp_path):
+    """The zygote names a dead child's log and the grader reads its end; a worker that names anything
+    else (the reference, a link to it, a path climbing out) gets nothing read."""
+    secret = ROOT / "solutions" / "ep05_self_attention.py"
+    worker = Worker(worker_config("auto", sandbox.DEFAULT_MEMORY, [], []))
+    try:
+        logs = worker.root / "scratch-1" / "logs"
+        logs.mkdir(parents=True)
+        (logs / "ep05-1.log").write_text("x" * 1000 + "the last words")
+        (logs / "ep05-2.log").symlink_to(secret)
+        outside = tmp_path / "logs" / "ep05-1.log"
+        outside.parent.mkdir()
+        outside.write_text("outside the worker's folder")
+        climbing = f"{logs}/{'../' * len(logs.parts)}{str(outside).lstrip('/')}"  # under the root, as written
+        assert worker._child_output(str(logs / "ep05-1.log")).endswith("the last words")
+        assert len(worker._child_output(str(logs / "ep05-1.log"))) <= 400
+        for named in (str(secret), str(logs / "ep05-2.log"), climbing, str(outside), None, 42):
+            assert worker._child_output(named) == "", named
+    finally:
+        worker.close()
