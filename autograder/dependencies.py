@@ -61,7 +61,7 @@ class Recorder:
         # target modules are loaded. Scanning sys.modules instead (thousands of entries once torch is
         # in) would write the reference count of every entry, and so copy ~1000 of the zygote's pages.
         loaded = sys.modules.get(package)
-        names = {f"{package}.{attr}" for attr in (list(vars(loaded)) if loaded is not None else [])
+        names = {f"{package}.{attr}" for attr in (vars(loaded) if loaded is not None else ())
                  if sys.modules.get(f"{package}.{attr}") is not None}
         if names <= self._modules:
             return

@@ -158,13 +158,11 @@ class Worker:
         except OSError:
             return ""
         try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, limit, max(0, size - limit))
+            return _tail(fd, limit)
         except OSError:
-            data = b""
+            return ""
         finally:
             os.close(fd)
-        return clean_text(data.decode(errors="replace"), limit)
 
     def prepare(self, episode: str, scratch: Path, timeout: float) -> None:
         """Has the zygote fork the child for ``episode`` of the submission in ``scratch`` ahead of time
@@ -224,12 +222,7 @@ class Worker:
         return WorkerError("error", msg)
 
     def _log_tail(self, limit: int = 400) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0, os.SEEK_END)
-        size = self._log.tell()
-        self._log.seek(max(0, size - limit))
-        return clean_text(self._log.read().decode(errors="replace"), limit)
+        return "" if self._log is None else _tail(self._log.fileno(), limit)
 
     def stop(self, grace: float = 0.0) -> None:
         """Stops the worker; the next request starts a new one.
@@ -263,6 +256,12 @@ class Worker:
 
         self.stop(grace=2.0)
         remove_tree(self.root)
+
+
+def _tail(fd: int, limit: int) -> str:
+    """The last ``limit`` bytes of an open file, as cleaned text."""
+    size = os.fstat(fd).st_size
+    return clean_text(os.pread(fd, limit, max(0, size - limit)).decode(errors="replace"), limit)
 
 
 # --- the worker processes -----------------------------------------------------------------
