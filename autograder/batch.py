@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
 import zipfile
@@ -161,7 +162,7 @@ def _start_job(settings: Settings) -> None:
     multiprocessing.util.Finalize(None, worker.close, exitpriority=10)
     # Then leave without tearing torch down (a second or so per job); the job has nothing else to clean up.
     multiprocessing.util.Finalize(None, os._exit, args=(0,), exitpriority=1)
-    _JOB.update(worker=worker, settings=settings)  # no torch here until a hint needs a misconception's output
+    _JOB.update(worker=worker, settings=settings)
 
 
 def _reference(settings: Settings):
@@ -266,6 +267,7 @@ def run_batch(submissions: Path, out_dir: Path, *, jobs: int, seed: int, timeout
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from .class_report import load_matplotlib
     from .reference import record_fixtures
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,20 +280,31 @@ def run_batch(submissions: Path, out_dir: Path, *, jobs: int, seed: int, timeout
     settings = Settings(str(out_dir), str(scratch / "reference.bin"), seed, timeout, submission_timeout,
                         sandbox_mode, memory, episodes, [str(Path(submissions).resolve()), str(out_dir.resolve()),
                                                          str(scratch)])
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process is inherited
+    # On Linux the jobs are forked once torch and the checks are loaded here, and inherit them: a
+    # spawned job imported torch again (2 s of CPU each). macOS spawns (fork is unsafe there).
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     n_jobs = max(1, min(jobs, len(todo)))
+    loaded = [registry.load_episode(e) for e in episodes] if todo else []
     try:
         with concurrent.futures.ProcessPoolExecutor(n_jobs, context, initializer=_start_job,
                                                     initargs=(settings,)) as pool:
-            if todo:  # start every job now (a pool starts one per task submitted), so that their
-                for _ in range(n_jobs):  # workers import torch while this process computes the reference
+            if todo:  # start every job now (a spawning pool starts one per task submitted), so that
+                for _ in range(n_jobs):  # their workers import torch while this process records the reference
                     pool.submit(os.getpid)
-                record_fixtures([registry.load_episode(e) for e in episodes], seed, Path(settings.reference),
-                                misconceptions=False)
+                record_fixtures(loaded, seed, Path(settings.reference), misconceptions=False)
             with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TextColumn("students"),
                           TimeRemainingColumn(), console=console, transient=False) as progress:
                 task = progress.add_task("grading", total=len(todo))
-                rows.update(_grade_all(pool, todo, settings, lambda: progress.advance(task)))
+                left = len(todo)
+
+                def advance():
+                    nonlocal left
+                    progress.advance(task)
+                    left -= 1
+                    if left == n_jobs - 1:  # from now on a job has no student left:
+                        load_matplotlib()  # load what the class report needs on the core it frees
+
+                rows.update(_grade_all(pool, todo, settings, advance))
             pool.shutdown(wait=False)  # the jobs end while the class report is drawn
             rows_in_order = [rows[e.student] for e in entries]
             write_outputs(out_dir, rows_in_order, episodes, seed)
