@@ -26,7 +26,12 @@ from transformers import DeepseekV3Config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import (DeepseekV3Attention, DeepseekV3RotaryEmbedding,
                                                                   apply_rotary_pos_emb,
-                                                                  apply_rotary_pos_emb_interleave, yarn_get_mscale)
+                                                                  apply_rotary_pos_emb_interleave)
+
+try:  # transformers >= 5.25 keeps YaRN's mscale with the other RoPE helpers
+    from transformers.modeling_rope_utils import yarn_get_mscale
+except ImportError:  # 5.24 defines it in the DeepSeek-V3 model file
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import yarn_get_mscale
 
 from autograder.grading import grade_locally
 from autograder.probing import load_weights, variant
