@@ -37,6 +37,7 @@ from .untrusted import clean_text, format_bytes
 
 GRADES_FILE = "grades.csv"
 CLASS_REPORT = "report.html"
+SHARD_FILE = ".dsgrade-shard"  # JSON: which share of the class a folder holds (not *.json: no student report)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ def grade_entry(entry: Entry) -> dict:
                         settings.sandbox_mode, settings.memory, worker=_JOB["worker"])
         try:
             grader.submission.refused.update(refused)
+            grader.submission.label = f"{entry.student}'s submission"
             report = grade_everything(grader, settings.episodes, settings.submission_timeout)
         finally:
             grader.close()
@@ -204,7 +206,7 @@ def grade_everything(grader, episodes: list[str], seconds: float) -> dict:
 
     grader.selected = [(chk, c) for ep_id in episodes for ex in registry.load_episode(ep_id).exercises
                        for chk in ex.checks for c in chk.cases]
-    deadline = time.monotonic() + seconds
+    deadline = grader.deadline = time.monotonic() + seconds
     for chk, c in grader.selected:
         if time.monotonic() < deadline:
             grader.grade(chk, c)
@@ -271,7 +273,12 @@ def run_batch(submissions: Path, out_dir: Path, *, jobs: int, seed: int, timeout
     from .reference import record_fixtures
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = select_shard(find_submissions(submissions), shard)
+    # an --out folder inside SUBMISSIONS_DIR is not a student
+    entries = select_shard([e for e in find_submissions(submissions) if e.path.resolve() != out_dir.resolve()],
+                           shard)
+    if shard is not None:
+        (out_dir / SHARD_FILE).write_text(json.dumps({"shard": shard[0], "of": shard[1], "seed": seed,
+                                                      "episodes": episodes}) + "\n")
     rows = {}
     if resume:
         rows = {e.student: r for e in entries if (r := _earlier_row(out_dir, e.student, seed)) is not None}
@@ -358,12 +365,39 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> int:
     seeds = {r["seed"] for r in reports.values()}
     if len(seeds) > 1:
         raise targets.TargetError(f"the shards were graded with different seeds: {sorted(seeds)}")
+    graded_on = {tuple(ep["id"] for ep in r["episodes"]) for r in reports.values() if not r.get("error")}
+    if len(graded_on) > 1:
+        raise targets.TargetError("the shards were graded on different episodes: "
+                                  + "; ".join(" ".join(eps) for eps in sorted(graded_on)))
+    missing = _missing_shards(shard_dirs)
     for student, report in sorted(reports.items()):
         write_report(out_dir, student, report)
     rows = [row_of(reports[s]) for s in sorted(reports)]
     episodes = list(dict.fromkeys(ep for r in rows for ep in r["episodes"])) or registry.episode_ids()
     write_outputs(out_dir, rows, episodes, seeds.pop())
-    return 1 if any(r["error"] for r in rows) else 0
+    if missing:
+        print(f"dsgrade merge: {missing}; the gradebook lacks their students", file=sys.stderr)
+    return 1 if missing or any(r["error"] for r in rows) else 0
+
+
+def _missing_shards(shard_dirs: list[Path]) -> str:
+    """What is missing of the shards the folders say they are (``shard 2 of 4 is not among them``), or ""."""
+    found = []
+    for folder in shard_dirs:
+        try:
+            found.append(json.loads((Path(folder) / SHARD_FILE).read_text()))
+        except (OSError, ValueError):
+            continue  # a folder graded without --shard: the whole class, or a folder of reports
+    counts = {f.get("of") for f in found}
+    if len(counts) > 1:
+        raise targets.TargetError(f"the folders are shards of different splits (of {sorted(counts)})")
+    if not found:
+        return ""
+    absent = sorted(set(range(1, counts.pop() + 1)) - {f.get("shard") for f in found})
+    if not absent:
+        return ""
+    return (f"shard{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))} of {found[0]['of']} "
+            f"{'are' if len(absent) > 1 else 'is'} not among them")
 
 
 def write_outputs(out_dir: Path, rows: list[dict], episodes: list[str], seed: int) -> None:

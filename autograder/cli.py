@@ -38,6 +38,12 @@ COMMANDS = {
     "sync": "maintainers: regenerate exercises/ from solutions/",
     "fixtures": "maintainers: record the reference outputs (for grading where solutions/ is not installed)",
 }
+# What an instructor should know of --seed, per command (students see a release's seed; not a grading one).
+SEED_ADVICE = {
+    "release": "; students see it: grade the class with another one",
+    "batch": "; pick one students do not know, so no output can be computed ahead for it",
+    "gradescope": "; pick one students do not know, so no output can be computed ahead for it",
+}
 NEEDS_SOLUTIONS = ("notebooks", "release", "batch", "gradescope", "sync", "fixtures")
 
 
@@ -91,10 +97,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "grade":
         p.add_argument("selectors", nargs="*", metavar="EPISODE_OR_EXERCISE",
                        help="e.g. ep05 or ep05.scaled_dot_product_attention (default: everything)")
-    if command in ("grade", "batch", "gradescope", "fixtures", "notebooks", "release", "watch"):
+    if command in ("grade", "watch"):
+        p.add_argument("--seed", type=int, default=None,
+                       help=f"seed of the checks' inputs (default {DEFAULT_SEED}; in a student release, the seed "
+                            "its public checks were recorded with)")
+    if command in ("batch", "gradescope", "fixtures", "notebooks", "release"):
         p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                       help="seed of the checks' inputs (default %(default)s); instructors: pick one students "
-                            "do not know for the hidden checks")
+                       help="seed of the checks' inputs (default %(default)s)" + SEED_ADVICE.get(command, ""))
     if command in ("grade", "batch", "watch"):
         p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                        help="seconds each check may take (default %(default)s)")
@@ -272,7 +281,7 @@ class _Session:
             self.progress.stop()
 
 
-def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, json_path: str | None = None,
+def grade(*, selectors: list[str], target: str = "exercises", seed: int | None = None, json_path: str | None = None,
           verbose: bool = False, exitfirst: bool = False, timeout: float = 5.0, fixtures: str | None = None,
           junitxml: str | None = None, sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY,
           console=None) -> int:
@@ -294,8 +303,10 @@ def grade(*, selectors: list[str], target: str = "exercises", seed: int = 1234, 
         print(f"dsgrade: {problem}", file=sys.stderr)
         return 2
     args = [str(registry.CHECKS_DIR), "-c", str(INI), "-p", "autograder.plugin", "-p", "no:terminal",
-            "-p", "no:cacheprovider", "--dsgrade-target", target, "--dsgrade-seed", str(seed),
+            "-p", "no:cacheprovider", "--dsgrade-target", target,
             "--dsgrade-timeout", str(timeout), "--dsgrade-sandbox", sandbox_mode, "--dsgrade-memory", str(memory)]
+    if seed is not None:  # else the seed the expected outputs were recorded with (a release), or the default
+        args += ["--dsgrade-seed", str(seed)]
     for sel in selectors:
         args += ["--dsgrade-select", sel]
     if fixtures:

@@ -213,11 +213,19 @@ def blame(record, answer: dict, grader) -> None:
     if record.passed:
         return
     deps = checked(answer)
-    if record.status == "not_implemented" and len(deps["stubs"]) >= 2:
+    if record.status == "not_implemented" and deps["stubs"]:
         stubs = _course_order(deps["stubs"])
-        record.message = (f"uses {_and(stubs)}, which are not implemented yet (start with {stubs[0]})")
-        record.blame = stubs[0]
-        return
+        absent = _not_handed_in(stubs, grader)
+        if absent:  # e.g. a Gradescope assignment for episode 6 whose upload lacks episode 5's file
+            record.message = (f"uses {_and(stubs)}, but {_and(absent)} {'is' if len(absent) == 1 else 'are'} not "
+                              f"in this submission (the stubs handed out were used): hand in "
+                              f"{'that file' if len(absent) == 1 else 'those files'} with this one")
+            record.blame = stubs[0]
+        elif len(stubs) >= 2:
+            record.message = f"uses {_and(stubs)}, which are not implemented yet (start with {stubs[0]})"
+            record.blame = stubs[0]
+        if record.blame:
+            return
     if record.passed or record.status == "not_implemented" or record.blame:
         return  # a stage check has named its part already, with the reference's own inputs
     known = grader.blamed.get(record.exercise)
@@ -244,6 +252,16 @@ def blame(record, answer: dict, grader) -> None:
                           f"{'fails its' if len(failing) == 1 else 'fail their'} own checks: fix "
                           f"{failing[0]} first (the hints below may be about that)\n" + record.message)
         record.blame = failing[0]
+
+
+def _not_handed_in(exercise_ids: list[str], grader) -> list[str]:
+    """The files (``ep05_self_attention.py``) of these exercises that the submission lacked (the graded copy
+    has the handed-out stubs in their place)."""
+    from . import registry
+
+    filled = getattr(getattr(grader, "submission", None), "filled", [])
+    files = dict.fromkeys(f"{registry.load_episode(e.split('.')[0]).module}.py" for e in exercise_ids)
+    return [f for f in files if f in filled]
 
 
 def _first_call_per_exercise(calls: list[dict]) -> list[dict]:

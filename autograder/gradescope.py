@@ -33,6 +33,7 @@ PACKAGE_PARTS = ("pyproject.toml", "README.md", "autograder", "solutions", "exer
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, on its Ubuntu image when the autograder is built.
 set -euo pipefail
+apt-get update
 apt-get install -y python3 python3-venv python3-pip libseccomp2
 python3 -m venv /autograder/venv
 /autograder/venv/bin/python -m pip install --upgrade pip
@@ -81,7 +82,12 @@ def results_json(report: dict, seconds: float) -> dict:
                           "score": score, "max_score": max_score,
                           "status": "passed" if score == max_score else "failed",
                           "output": _output(checks), "visibility": visibility})
-    lines = [f"score {report['score']:g}/{report['max_score']:g} (seed {report['seed']})"]
+    # `output` is shown to students at once: the public score only (the total would give away the hidden
+    # checks' score before grades are published) and no seed (it would let them compute the hidden inputs).
+    public = [c for ex in report["exercises"] for c in ex["checks"] if not c["hidden"]]
+    hidden_points = report["max_score"] - sum(c["max_points"] for c in public)
+    lines = [(f"public checks: {sum(c['points'] for c in public):g}/{sum(c['max_points'] for c in public):g}; "
+              f"hidden checks: {hidden_points:g} points, shown when grades are published")]
     box = report.get("sandbox") or {}
     lines.append(f"sandbox: {', '.join(box.get('applied') or []) or 'none'}"
                  + "".join(f"; {k} missing: {v}" for k, v in (box.get("missing") or {}).items()))
@@ -120,6 +126,7 @@ def main(argv: list[str]) -> int:
                         protected=[root / "source", results, root / "submission"], episodes=episodes)
         try:
             grader.submission.refused.update(refused)
+            grader.submission.label = "your upload"
             report = grade_everything(grader, episodes, 600.0)
         finally:
             grader.close()
@@ -130,7 +137,9 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     (results / "results.json").write_text(json.dumps(results_json(report, time.monotonic() - start), indent=2,
                                                      ensure_ascii=False) + "\n")
-    print(results_json(report, 0)["output"])  # the instructor's view of run_autograder's stdout
+    # run_autograder's stdout: the instructor's view
+    print(f"score {report['score']:g}/{report['max_score']:g} (seed {report['seed']})")
+    print(results_json(report, 0)["output"])
     return 0
 
 

@@ -10,6 +10,7 @@ per item; the score and the reports are built from those records.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from .compare import diagnose
 from .grading import CheckRecord, evaluate, record_for
 from .reference import ReferenceFailure, choose_reference
 from .submission import copy_submission, new_scratch, remove_tree
-from .worker import Worker, WorkerError
+from .worker import OUT_OF_BUDGET, Worker, WorkerError
 
 DEFAULT_SEED = 1234
 DEFAULT_TIMEOUT = 5.0
@@ -30,7 +31,8 @@ def pytest_addoption(parser):
     group = parser.getgroup("dsgrade", "DeepSeek-from-scratch autograder")
     group.addoption("--dsgrade-target", default="exercises",
                     help="exercises (default), solutions, or a folder of epNN_*.py files")
-    group.addoption("--dsgrade-seed", type=int, default=DEFAULT_SEED, help="seed of all check inputs")
+    group.addoption("--dsgrade-seed", type=int, default=None,
+                    help=f"seed of all check inputs (default: the fixtures' seed, else {DEFAULT_SEED})")
     group.addoption("--dsgrade-timeout", type=float, default=DEFAULT_TIMEOUT,
                     help="seconds each check may take (default %(default)s)")
     group.addoption("--dsgrade-select", action="append", default=[],
@@ -167,7 +169,8 @@ class Grader:
     Args:
         target: The ``--target`` value as given.
         target_dir: Its folder.
-        seed: Session seed (each check's inputs use ``item_seed(seed, id)``).
+        seed: Session seed (each check's inputs use ``item_seed(seed, id)``); None: the one the reference
+            was recorded with (a student release), else :data:`DEFAULT_SEED`.
         timeout: Seconds per check.
         reference: Where expected outputs come from.
         sandbox_mode: One of :data:`sandbox.MODES`.
@@ -180,25 +183,30 @@ class Grader:
             has the zygote fork a child for it ahead of time), else a new one.
     """
 
-    def __init__(self, target: str, target_dir: Path, seed: int, timeout: float, reference,
+    def __init__(self, target: str, target_dir: Path, seed: int | None, timeout: float, reference,
                  sandbox_mode: str = "auto", memory: int = sandbox.DEFAULT_MEMORY, protected=(), episodes=(),
                  worker: Worker | None = None, scratch: Path | None = None):
+        recorded = getattr(reference, "seed", None)  # fixtures hold one seed; the live reference any
+        if seed is None:
+            seed = DEFAULT_SEED if recorded is None else recorded
+        if recorded not in (None, seed):
+            raise targets.TargetError(f"the expected outputs were recorded with --seed {recorded}; "
+                                      f"grade with that seed (--seed {recorded})")
         self.target, self.target_dir = target, target_dir
         self.seed, self.timeout, self.reference = seed, timeout, reference
         self.sandbox_mode, self.memory = sandbox_mode, memory
         self.missing = sandbox.missing_layers(sandbox_mode)
         if sandbox_mode == "strict" and self.missing:
             raise SandboxUnavailable(sandbox.refusal(self.missing))
-        recorded = getattr(reference, "seed", seed)
-        if recorded != seed:
-            raise targets.TargetError(f"the expected outputs were recorded with --seed {recorded}; "
-                                      f"grade with that seed (--seed {recorded})")
         self.records: dict[str, CheckRecord] = {}
         self.selected: list = []
         self.instructor_checks: list = []  # in a student release: hidden checks, graded by the instructor
         self.blamed: dict[str, tuple[str, str]] = {}  # exercise -> (the dependency shown wrong, on which check)
         self.internal_errors: list[str] = []
+        self.deadline: float | None = None  # time.monotonic() by which grading must end (a batch's limit)
         self._imports: dict[str, dict | None] = {}
+        self._reference_failures: dict[str, ReferenceFailure] = {}  # item -> computing its reference failed
+        self._order: tuple[list, dict] = ([], {})  # self.selected, and each item's place in it
         self.own_worker = worker is None
         self.worker = worker or Worker(worker_config(sandbox_mode, memory, [target_dir, *protected], episodes,
                                                      allow_solutions=target_dir == targets.SOLUTIONS_DIR))
@@ -243,6 +251,10 @@ class Grader:
         if self.own_worker:
             self.worker.close()
         else:
+            try:
+                self.worker.forget(self.timeout)  # answers to checks this grader did not get to
+            except WorkerError:
+                pass
             remove_tree(self.scratch)
 
     def grade(self, check, c) -> CheckRecord:
@@ -255,7 +267,7 @@ class Grader:
             if answer.pop("sandbox_failed", False):
                 self.internal_errors.append(answer["message"])
             record = evaluate(check, c, seed, answer, self.reference)
-            self._last_check = check
+            self._last_check = (check, c)
             dependencies.blame(record, answer, self)
         except ReferenceFailure as e:
             self.internal_errors.append(str(e))
@@ -278,9 +290,9 @@ class Grader:
 
     def recorded_calls(self) -> list:
         """The calls the child recorded during the last check (asked for only when that check failed)."""
-        check = self._last_check
+        check, c = self._last_check
         try:
-            answer = self.worker.request(self._request(check, "calls"), self.timeout)
+            answer = self.worker.request(self._request(check, "calls", item=check.item_id(c)), self.timeout)
         except WorkerError:
             return []
         return answer.get("calls", []) if answer.get("status") == "ok" else []
@@ -291,27 +303,69 @@ class Grader:
 
     def _request(self, check, op: str, **fields) -> dict:
         episode = check.exercise.episode
-        return {"op": op, "episode": episode.id, "module": episode.module, "exercise": check.exercise.id,
-                "scratch": str(self.scratch), **fields}
+        request = {"op": op, "episode": episode.id, "module": episode.module, "scratch": str(self.scratch), **fields}
+        if self.deadline is not None:  # the zygote cuts the request there, whatever each check's time limit
+            request["budget"] = max(0.001, self.deadline - time.monotonic())
+        return request
 
     def _probe(self, check, c, seed) -> dict:
-        request = self._request(check, "probe", item=check.item_id(c), seed=seed,
-                                given=self.reference.given(check, c, seed))
-        problem = []
-
-        def compute_reference():  # on the grader's core while the worker runs the target
-            try:
-                self.reference.expected(check, c, seed)
-            except ReferenceFailure as e:
-                problem.append(e)
-
+        """The target's answer to one check. The first check of a run of selected checks of one episode
+        asks the worker for the whole run at once (:meth:`Worker.probe`); the others find theirs read ahead."""
+        item = check.item_id(c)
         try:
-            answer = self.worker.request(request, self.timeout, meanwhile=compute_reference)
+            answer = self.worker.answer(str(self.scratch), item, self.timeout)
+            if answer is None:
+                self._ask_for_run(check, c)
+                answer = self.worker.answer(str(self.scratch), item, self.timeout)
         except WorkerError as e:
             answer = {"status": e.kind, "message": self._explain(e, "an infinite loop, or a very slow implementation?")}
-        if problem:
-            raise problem[0]
+        if item in self._reference_failures:
+            raise self._reference_failures.pop(item)
+        if answer is None:  # cannot happen: the run just asked for starts with this check
+            answer = {"status": "error", "message": "the grader's worker did not answer this check"}
         return answer
+
+    def _ask_for_run(self, check, c) -> None:
+        """Sends one probe request for ``(check, c)`` and the selected checks of its episode after it."""
+        run = []
+        for chk, case in self._run_from(check, c):
+            seed = registry.item_seed(self.seed, chk.item_id(case))
+            try:
+                given = self.reference.given(chk, case, seed)
+            except ReferenceFailure:
+                if not run:
+                    raise
+                break  # that check asks again (and fails) on its own
+            run.append((chk, case, seed, given))
+        request = self._request(check, "probe", items=[
+            {"exercise": chk.exercise.id, "item": chk.item_id(case), "seed": seed, "given": given}
+            for chk, case, seed, given in run])
+
+        def compute_reference():  # on the grader's core while the worker runs the target
+            for chk, case, seed, _ in run:
+                try:
+                    self.reference.expected(chk, case, seed)
+                except ReferenceFailure as e:
+                    self._reference_failures[chk.item_id(case)] = e
+
+        self.worker.probe(request, self.timeout, meanwhile=compute_reference)
+
+    def _run_from(self, check, c) -> list:
+        """``(check, c)`` and the checks selected after it, up to the first of another episode."""
+        selected, place = self._order
+        if selected is not self.selected:  # (re)built when the selection is set
+            place = {chk.item_id(case): k for k, (chk, case) in enumerate(self.selected)}
+            self._order = (self.selected, place)
+        k = place.get(check.item_id(c))
+        if k is None:
+            return [(check, c)]
+        episode = check.exercise.episode.id
+        run = []
+        for chk, case in self.selected[k:]:
+            if chk.exercise.episode.id != episode:
+                break
+            run.append((chk, case))
+        return run
 
     def _import_failure(self, check) -> dict | None:
         """None if the check's episode module imports; else the answer every check of it gets."""
@@ -322,7 +376,8 @@ class Grader:
                 answer = {"status": "error", "message": problem}
             else:
                 try:
-                    answer = self.worker.request(self._request(check, "import"), self.timeout)
+                    answer = self.worker.request(self._request(check, "import", exercise=check.exercise.id),
+                                                 self.timeout)
                 except WorkerError as e:
                     answer = {"status": e.kind,
                               "message": self._explain(e, "code at the top level of the file that never ends?")}
@@ -337,6 +392,8 @@ class Grader:
     def _explain(self, e: WorkerError, likely: str) -> str:
         if e.kind == "timeout" and str(e) == "timed out":
             return f"timed out after {self.timeout:g} s — {likely}"
+        if e.kind == "timeout" and str(e) == OUT_OF_BUDGET:
+            return f"not finished: the submission used up its time limit (--submission-timeout) — {likely}"
         return str(e)
 
 

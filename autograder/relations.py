@@ -4,12 +4,14 @@ A misconception names a catalogued bug; these detectors name a relation, whateve
 result is the expected one times a constant (√d, 2, 1/T…) or with the sign flipped, with axes
 permuted, with the pairs of the last axis in the other layout (interleaved vs half-split), shifted
 by one position, right for the first k positions only (a cache or ``start_pos`` problem), right only
-to float32 (or half) precision, or right but of the wrong dtype. A relation says nothing about the
-expected values themselves, so it is shown for hidden checks too.
+to float32 (or half) precision, or right but of the wrong dtype. A relation names how the result is wrong, as a misconception's hint
+does, so it is shown for hidden checks too; there, a factor that is not a familiar one (2, √d, 1/T…)
+is not printed, since with their own output it would hand a student the expected values.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -21,7 +23,7 @@ from .values import Array
 MAX_ELEMENTS = 1 << 20  # relations are looked for on small results only: they cost a few passes each
 
 
-def relations(expected, got, tolerances: dict | None = None, path: str = "output") -> list[str]:
+def relations(expected, got, tolerances: dict | None = None, path: str = "output", hidden: bool = False) -> list[str]:
     """One sentence per array of ``got`` that differs from its expected array in a known relation.
 
     Args:
@@ -29,34 +31,37 @@ def relations(expected, got, tolerances: dict | None = None, path: str = "output
         got: The target's plain result (same structure where it matters).
         tolerances: The check's tolerances: arrays that agree within them are left alone.
         path: Name of the result, for the sentence.
+        hidden: A hidden check's result: no number taken from the expected values.
 
     Returns:
         list[str]: Sentences such as ``"weights: equals the expected result × 2"``.
     """
     found: list[str] = []
     if isinstance(expected, Array) and isinstance(got, Array):
-        sentence = None if agrees(expected, got, tolerances) else describe(expected, got)
+        sentence = None if agrees(expected, got, tolerances) else describe(expected, got, hidden)
         if sentence:
             found.append(f"{path}: {sentence}")
     elif isinstance(expected, dict) and isinstance(got, dict):
         for key in expected:
             if key in got:
-                found += relations(expected[key], got[key], tolerances, key if path == "output" else f"{path}.{key}")
+                found += relations(expected[key], got[key], tolerances, key if path == "output" else f"{path}.{key}",
+                                   hidden)
     elif isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
         for i, (e, g) in enumerate(zip(expected, got)):
-            found += relations(e, g, tolerances, f"{path}[{i}]")
+            found += relations(e, g, tolerances, f"{path}[{i}]", hidden)
     return found
 
 
-def describe(exp: Array, got: Array) -> str | None:
-    """The first relation ``got`` stands in to ``exp``, as a sentence, or None."""
+def describe(exp: Array, got: Array, hidden: bool = False) -> str | None:
+    """The first relation ``got`` stands in to ``exp``, as a sentence, or None (``hidden``: see :func:`relations`)."""
     e, g = exp.data, got.data
     if e.size == 0 or e.size > MAX_ELEMENTS or g.size > MAX_ELEMENTS or e.dtype.kind not in "fc" \
             or g.dtype.kind not in "fcbiu" or not (np.isfinite(e).all() and np.isfinite(g).all()):
         return None
     e, g = e.astype(np.complex128 if e.dtype.kind == "c" else np.float64), g.astype(np.float64 if g.dtype.kind != "c"
                                                                                      else np.complex128)
-    for detector in (_dtype_only, _precision, _factor, _permuted_axes, _pair_layout, _shift, _prefix):
+    factor = functools.partial(_factor, hidden=hidden)
+    for detector in (_dtype_only, _precision, factor, _permuted_axes, _pair_layout, _shift, _prefix):
         sentence = detector(e, g, exp, got)
         if sentence:
             return sentence
@@ -95,8 +100,9 @@ def _precision(e, g, exp, got):
     return None
 
 
-def _factor(e, g, exp, got):
-    """``got ≈ c · expected`` for one constant c ≠ 1; c is named when it is a familiar one."""
+def _factor(e, g, exp, got, hidden=False):
+    """``got ≈ c · expected`` for one constant c ≠ 1; c is named when it is a familiar one (and, but for a
+    hidden check, printed otherwise)."""
     if e.shape != g.shape or e.dtype.kind == "c":
         return None
     norm = float((e * e).sum())
@@ -110,6 +116,8 @@ def _factor(e, g, exp, got):
     name = _name_factor(c, exp.shape)
     if name is None and e.size < 2:
         return None  # one number is always some multiple of another: say so only for a familiar factor
+    if name is None and hidden:
+        return "equals the expected result times a constant everywhere: a scale factor is wrong or missing"
     return f"equals the expected result × {name or f'{c:.4g}'} everywhere: a scale factor is wrong or missing"
 
 

@@ -42,6 +42,8 @@ class Submission:
         files: Module file name → bytes, for every file copied from ``source``.
         refused: File name → why it was not copied (a symbolic link, too large …).
         filled: Module files copied from ``exercises/`` because ``source`` lacks them.
+        label: What messages call ``source`` when its path means nothing to the student (a batch's
+            staging folder): ``"alice's submission"``.
     """
 
     source: Path
@@ -49,6 +51,7 @@ class Submission:
     files: dict[str, bytes] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     filled: list[str] = field(default_factory=list)
+    label: str = ""
 
     def lines(self, module: str) -> list[str]:
         """The lines of ``module``.py as handed in (empty if it was not)."""
@@ -60,7 +63,7 @@ class Submission:
         if name in self.refused:
             return f"{name} was not graded: it is {self.refused[name]}"
         if name not in self.files:
-            return f"{name} is not in {self.source}"
+            return f"{name} is not in {self.label or self.source}"
         return None
 
 

@@ -18,6 +18,12 @@ fork in milliseconds. When the zygote ends, the kernel kills whatever is left in
 its namespaces; the waiter ends with it, and the zygote with the grader.
 
 Requests and answers are length-prefixed plain trees (:mod:`autograder.values`).
+A probe request asks for a run of checks of one episode (the grader's selected
+checks from the one it needs next); the child answers them one by one, each within
+the per-check time limit from the previous answer, and a batch's request within
+what is left of the submission's time (its ``budget``). The grader reads answers
+ahead and matches them by submission and check, never by position alone; a request
+a child times out or dies on is void from there, and the grader asks again.
 The zygote relays a child's answer as opaque bytes after checking its size, and
 tags every frame it sends: ``C`` for a child's answer (untrusted: the grader
 checks and cleans it, :mod:`autograder.untrusted`), ``Z`` for its own reports
@@ -48,6 +54,7 @@ STARTUP_TIMEOUT = 120.0  # importing torch on a cold, busy machine
 RELAY_MARGIN = 10.0  # extra seconds the parent gives the zygote to report a child's timeout
 SETUP_FAILED = 117  # exit status of a child whose sandbox could not be applied
 CHILD, ZYGOTE = b"C", b"Z"
+OUT_OF_BUDGET = "not finished: the request's time limit ran out"  # the zygote's word for a request cut at its budget
 _MADV_COLLAPSE = 25  # madvise(2): make huge pages of an existing range now
 ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "SYSTEMROOT")
 
@@ -80,6 +87,8 @@ class Worker:
         self.sandbox: dict | None = None  # what the zygote applies, from its last "ready" report
         self._ready = False
         self._log = None
+        self._owed: list[tuple[str, str]] = []  # (scratch, item) of the last probe request not answered yet
+        self._answers: dict[tuple[str, str], dict | WorkerError] = {}  # its answers read ahead
 
     def start(self) -> None:
         """Starts the process without waiting for it (it imports torch meanwhile)."""
@@ -124,26 +133,90 @@ class Worker:
         Raises:
             WorkerError: On timeout (the worker is killed) or if the worker died.
         """
+        self._send_request(message, timeout)
+        sent = time.monotonic()
+        if meanwhile is not None:
+            meanwhile()
+        answer = self._answer_of(*self._receive(sent + timeout + RELAY_MARGIN))
+        if isinstance(answer, WorkerError):
+            raise answer
+        answer.pop("zygote", None)
+        return answer
+
+    def probe(self, message: dict, timeout: float, meanwhile=None) -> None:
+        """Sends one request to run several checks of one episode (``message["items"]``, each with its
+        ``item`` id), answered one by one (:meth:`answer`).
+
+        The child runs them back to back, so a whole episode costs one request rather than one per check;
+        the zygote still holds each check to ``timeout`` (from the previous answer) and, with
+        ``message["budget"]``, the whole request to that many seconds. The first check that times out or
+        kills the child ends the request: the checks after it are not answered (ask again, in a fresh child).
+        """
+        self._send_request(message, timeout)
+        self._owed = [(message["scratch"], item["item"]) for item in message["items"]]
+        if meanwhile is not None:
+            meanwhile()
+
+    def answer(self, scratch: str, item: str, timeout: float) -> dict | None:
+        """The answer to ``item`` of the last :meth:`probe` request, checked and cleaned as :meth:`request`'s;
+        None if that request did not ask for it or ended before it.
+
+        Raises:
+            WorkerError: As :meth:`request` does, for this check.
+        """
+        key = (scratch, item)
+        while key not in self._answers and key in self._owed:
+            self._read_owed(timeout)
+        answer = self._answers.pop(key, None)
+        if isinstance(answer, WorkerError):
+            raise answer
+        if answer is not None:
+            answer.pop("zygote", None)
+        return answer
+
+    def forget(self, timeout: float) -> None:
+        """Reads what the last :meth:`probe` request still owes and drops every answer read ahead
+        (a grader that stops early, e.g. past a submission's time limit, leaves the next one a clean pipe)."""
+        while self._owed:
+            self._read_owed(timeout)
+        self._answers.clear()
+
+    def _read_owed(self, timeout: float) -> None:
+        """Reads the next answer the last probe request owes (the zygote sends them in order)."""
+        key = self._owed.pop(0)
+        try:
+            self._answers[key] = self._answer_of(*self._receive(time.monotonic() + timeout + RELAY_MARGIN))
+        except WorkerError as e:  # the worker was stopped: nothing more comes
+            self._answers[key], self._owed = e, []
+            return
+        answer = self._answers[key]
+        if isinstance(answer, WorkerError) or answer.get("zygote"):
+            self._owed = []  # the child timed out or died on this check: the rest of the request is void
+
+    def _send_request(self, message: dict, timeout: float) -> None:
         from .values import encode
 
         self.wait_ready()
+        while self._owed:  # answers still on their way belong before this request's
+            self._read_owed(timeout)
         try:
             _send(self.proc.stdin, encode(dict(message, timeout=timeout)))
         except (BrokenPipeError, OSError):
             raise self._died() from None
-        sent = time.monotonic()
-        if meanwhile is not None:
-            meanwhile()
-        tag, answer = self._receive(sent + timeout + RELAY_MARGIN)
+
+    def _answer_of(self, tag: bytes, answer) -> dict | WorkerError:
+        """A frame as an answer: a child's, checked and cleaned; the zygote's report of a child that died,
+        as an error (marked ``zygote``); its report of a timeout as a :class:`WorkerError`."""
         if tag == CHILD:
             return checked_answer(answer)
         if answer.get("status") == "timeout":  # the zygote killed the child at the deadline
-            raise WorkerError("timeout", clean_text(answer.get("message") or "timed out"))
+            return WorkerError("timeout", clean_text(answer.get("message") or "timed out"))
         message = clean_text(answer.get("message", ""))
         printed = self._child_output(answer.get("log"))
         if printed:
             message += f"; its last output: {printed}"
-        return {"status": "error", "message": message, "sandbox_failed": bool(answer.get("sandbox_failed"))}
+        return {"status": "error", "message": message, "sandbox_failed": bool(answer.get("sandbox_failed")),
+                "zygote": True}
 
     def _child_output(self, path, limit: int = 400) -> str:
         """The end of a dead child's log, which the zygote names: only a file in a ``logs`` folder of
@@ -167,12 +240,8 @@ class Worker:
     def prepare(self, episode: str, scratch: Path, timeout: float) -> None:
         """Has the zygote fork the child for ``episode`` of the submission in ``scratch`` ahead of time
         (``dsgrade watch``, between rounds); a failure only means the next round forks it itself."""
-        from .values import encode
-
         try:
-            self.wait_ready()
-            _send(self.proc.stdin, encode({"op": "prepare", "episode": episode, "scratch": str(scratch),
-                                           "timeout": timeout}))
+            self._send_request({"op": "prepare", "episode": episode, "scratch": str(scratch)}, timeout)
             self._receive(time.monotonic() + RELAY_MARGIN)
         except (WorkerError, BrokenPipeError, OSError):
             pass
@@ -249,6 +318,7 @@ class Worker:
         if self._log is not None:
             self._log.close()
         self.proc, self._log, self._ready = None, None, False
+        self._owed, self._answers = [], {}
 
     def close(self) -> None:
         """Stops the worker for good and removes its folder, with every scratch folder in it."""
@@ -353,7 +423,7 @@ class _Child:
         os.close(from_child_w)
         self.requests = os.fdopen(to_child_w, "wb")
         self.answers = from_child_r
-        self.timed_out = False
+        self.timed_out = self.out_of_budget = False
         self.deadline_from = time.monotonic()
         self.too_large = 0
 
@@ -366,15 +436,18 @@ class _Child:
         self.deadline_from = time.monotonic()
         return True
 
-    def relay(self, timeout: float, out) -> bool:
-        """Forwards the child's answer to the grader as a ``C`` frame; False if the child timed out,
-        died or answered with more than :data:`MAX_ANSWER_BYTES` (then :meth:`end` says which).
+    def relay(self, timeout: float, out, until: float | None = None) -> bool:
+        """Forwards the child's next answer to the grader as a ``C`` frame; False if the child timed out
+        (``timeout`` seconds from the previous answer, or past ``until``, the request's own deadline), died
+        or answered with more than :data:`MAX_ANSWER_BYTES` (then :meth:`end` says which).
 
         The answer is read into one buffer, written from it and then zeroed. This process's memory
         is where every later child starts, the next submission's too: freed but not cleared, a
         classmate's results would be there for the reading.
         """
         deadline = self.deadline_from + timeout
+        if until is not None and until < deadline:
+            deadline, self.out_of_budget = until, True
         head = bytearray(8)
         if not self._read_into(head, deadline):
             return False
@@ -391,6 +464,7 @@ class _Child:
             view = memoryview(body)
             while view:  # straight from the buffer: a buffered writer would keep a copy
                 view = view[os.write(out.fileno(), view):]
+            self.deadline_from, self.out_of_budget = time.monotonic(), False  # the next check's time starts now
             return True
         finally:
             body[:] = bytes(n)
@@ -427,6 +501,8 @@ class _Child:
         os.close(self.log)
         code = os.waitstatus_to_exitcode(status)
         if self.timed_out:
+            if self.out_of_budget:
+                return {"status": "timeout", "message": OUT_OF_BUDGET}
             return {"status": "timeout", "message": "timed out"}
         if self.too_large:
             return {"status": "error", "message": f"your result is too large to grade: "
@@ -456,44 +532,56 @@ def _memory_answer(e: BaseException, memory: int) -> dict | None:
 
 def _serve(src: Path, inp, out, memory: int) -> None:
     """The child's loop: import the target's modules and run probes on them."""
-    from . import registry, targets
+    from . import targets
     from .dependencies import Recorder
-    from .grading import exception_answer
-    from .probing import run_probe
     from .values import decode, encode
 
     targets.load_package(src)
     recorder = Recorder()
+    calls: dict[str, list] = {}  # item -> what it called, for the checks of the last probe request
     while (body := _receive_frame(inp)) is not None:
         req = decode(body)
-        exercise_id = req.get("exercise")
-        module = None
-        try:
-            if req["op"] == "calls":  # what the last check called (see autograder.dependencies)
-                _send(out, encode({"status": "ok", "calls": recorder.calls}))
-                continue
-            module = targets.import_episode(src, req["module"])
-            recorder.install(targets.PACKAGE)
-            if req["op"] == "import":
-                answer = {"status": "ok"}
-            else:
-                check, c = registry.find_check(req["episode"], req["item"])
-                recorder.begin(exercise_id)
-                answer = {"status": "ok", "result": run_probe(check, c, module, req["seed"], req.get("given"))}
-        except targets.TargetError as e:
-            answer = {"status": "error", "message": str(e)}
-        except BaseException as e:  # noqa: BLE001 - student code may raise anything, SystemExit included
-            answer = _memory_answer(e, memory) or exception_answer(e, exercise_id, src)
-        if module is not None and req["op"] == "probe":
+        if req["op"] == "calls":  # what a check called (see autograder.dependencies), asked for if it failed
+            _send(out, encode({"status": "ok", "calls": calls.get(req.get("item"), [])}))
+            continue
+        calls.clear()
+        for item in req["items"] if req["op"] == "probe" else [{"exercise": req.get("exercise")}]:
+            answer = _answer(src, req, item, recorder, memory)
+            if recorder.calls:
+                calls[item.get("item")] = recorder.calls
             try:
-                answer.update(recorder.report(module, exercise_id.split(".", 1)[1]))
-            except Exception:  # noqa: BLE001 - blame is a courtesy; the answer stands without it
-                pass
+                reply = encode(answer)
+            except Exception as e:  # e.g. a result that cannot be serialised
+                reply = encode({"status": "error", "message": f"the result could not be sent: {e}"})
+            _send(out, reply)
+
+
+def _answer(src: Path, req: dict, item: dict, recorder, memory: int) -> dict:
+    """The child's answer to an import request or to one check (``item``) of a probe request."""
+    from . import registry, targets
+    from .grading import exception_answer
+    from .probing import run_probe
+
+    exercise_id = item.get("exercise")
+    module = None
+    recorder.begin(exercise_id)
+    try:
+        module = targets.import_episode(src, req["module"])
+        recorder.install(targets.PACKAGE)
+        if req["op"] == "import":
+            return {"status": "ok"}
+        check, c = registry.find_check(req["episode"], item["item"])
+        answer = {"status": "ok", "result": run_probe(check, c, module, item["seed"], item.get("given"))}
+    except targets.TargetError as e:
+        answer = {"status": "error", "message": str(e)}
+    except BaseException as e:  # noqa: BLE001 - student code may raise anything, SystemExit included
+        answer = _memory_answer(e, memory) or exception_answer(e, exercise_id, src)
+    if module is not None and req["op"] == "probe":
         try:
-            reply = encode(answer)
-        except Exception as e:  # e.g. a result that cannot be serialised
-            reply = encode({"status": "error", "message": f"the result could not be sent: {e}"})
-        _send(out, reply)
+            answer.update(recorder.report(module, exercise_id.split(".", 1)[1]))
+        except Exception:  # noqa: BLE001 - blame is a courtesy; the answer stands without it
+            pass
+    return answer
 
 
 def main(argv: list[str]) -> None:
@@ -584,9 +672,14 @@ def main(argv: list[str]) -> None:
             n += 1
             spare = _Child(following, Path(req["scratch"]), n, settings, (inp, out),
                            _cpu_budget(following, req["timeout"]))
-        if not (sent and child.relay(float(req["timeout"]), out)):  # timed out, died or too large:
-            _send(out, encode(child.end()), ZYGOTE)  # report how; the next request forks afresh
-            child = None
+        # One answer per check asked for (a probe request may ask for a whole episode), each within the
+        # check's time limit from the previous answer, all within the request's budget if it has one.
+        until = time.monotonic() + float(req["budget"]) if req.get("budget") else None
+        for _ in range(len(req["items"]) if req["op"] == "probe" else 1):
+            if not (sent and child.relay(float(req["timeout"]), out, until)):  # timed out, died or too large:
+                _send(out, encode(child.end()), ZYGOTE)  # report how; the next request forks afresh
+                child = None
+                break
     for c in (child, spare):
         if c is not None:
             c.end()

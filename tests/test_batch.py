@@ -87,6 +87,8 @@ def test_every_student_gets_a_report_and_a_row(graded):
     full = float(rows[0]["max"])
     assert scores["alice"] == scores["zoe"] == scores["nina"] == full
     assert scores["bob"] == scores["empty"] == 0
+    empty = _report(out, "empty")["exercises"][0]["checks"][0]["message"]
+    assert "ep04_attention_basics.py is not in empty's submission" in empty, empty
     assert 0 < scores["carol"] < full and 0 < scores["dave"] < full and 0 < scores["mallory"] < full
 
 
@@ -153,6 +155,27 @@ def test_shards_merge_into_the_same_gradebook(graded):
     assert (root / "merged" / "grades.csv").read_text() == (root / "out" / "grades.csv").read_text()
 
 
+def test_merge_refuses_mixed_episodes_and_names_a_missing_shard(graded, tmp_path):
+    """An --out folder inside SUBMISSIONS_DIR is no student; shards of other episodes are not merged; a
+    missing shard is named (the outputs are still written, exit 1)."""
+    subs, root, _ = graded
+    here = shutil.copytree(subs, tmp_path / "submissions", symlinks=True)
+    cmd = [sys.executable, "-m", "autograder", "batch", str(here), "--out", str(here / "zz_grades"), "--jobs", "2",
+           "--seed", SEED, "--timeout", "2", "--shard", "1/2", "ep04"]
+    assert subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900).returncode == 0
+    assert sorted(p.stem for p in (here / "zz_grades").glob("*.json")) == ["alice", "carol", "empty", "nina"]
+
+    def merge(*shards: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "autograder", "merge", *map(str, shards), "--out",
+                               str(tmp_path / "merged")], cwd=ROOT, env=_env(), capture_output=True, text=True)
+
+    mixed = merge(root / "shard2", here / "zz_grades")
+    assert mixed.returncode == 2 and "different episodes: ep04; ep04 ep05 ep06" in mixed.stderr, mixed.stderr
+    alone = merge(root / "shard1")
+    assert alone.returncode == 1 and "shard 2 of 2 is not among them" in alone.stderr, alone.stderr
+    assert (tmp_path / "merged" / "grades.csv").read_text().count("\n") == 1 + 4
+
+
 def test_bad_batch_arguments_exit_2(tmp_path):
     for args in (["batch", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
                  ["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", "3/2"],
@@ -182,3 +205,24 @@ def test_the_jobs_start_while_the_reference_is_computed(tmp_path, monkeypatch):
                              sandbox_mode="auto", memory=sandbox.DEFAULT_MEMORY, episodes=["ep01"])
     assert status == 0 and running_jobs == [2]
     assert (tmp_path / "out" / "grades.csv").read_text().count("\n") == 3
+
+
+def test_a_slow_submission_is_cut_at_its_time_limit_and_the_next_is_graded_in_full(tmp_path):
+    """--submission-timeout bounds a student in all, even when each check stays within --timeout: the
+    request in progress is cut at the limit (not at the end of its check's time), the rest is not run,
+    and the next student on the same worker gets every answer of their own (no stale answer in the pipe)."""
+    subs = tmp_path / "submissions"
+    slow = copy_solutions(subs / "a_slow")
+    path = slow / "ep04_attention_basics.py"
+    path.write_text(path.read_text() + "\n\n_right = attention_scores\n\n\ndef attention_scores(x):\n"
+                    "    import time\n    time.sleep(20)\n    return _right(x)\n")
+    copy_solutions(subs / "b_right")
+    cmd = [sys.executable, "-m", "autograder", "batch", str(subs), "--out", str(tmp_path / "out"), "--jobs", "1",
+           "--seed", SEED, "--timeout", "30", "--submission-timeout", "4", *EPISODES]
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    checks = [c for ex in _report(tmp_path / "out", "a_slow")["exercises"] for c in ex["checks"]]
+    assert checks[0]["status"] == "timeout" and "used up its time limit" in checks[0]["message"], checks[0]
+    assert all(c["status"] == "timeout" and "not run" in c["message"] for c in checks[1:]), checks[1]
+    right = _report(tmp_path / "out", "b_right")
+    assert right["score"] == right["max_score"] > 0

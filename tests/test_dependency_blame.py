@@ -74,3 +74,19 @@ def test_every_unimplemented_dependency_is_named_and_the_first_is_where_to_start
                               "(start with ep02.RMSNorm)"), message
     assert re.search(r"Start with ep02\.RMSNorm in exercises/ep02_building_blocks\.py:\d+ \(your "
                      r"capstone\.DeepSeekBlock depends on it\)", run.out)
+
+
+def test_a_dependency_not_handed_in_is_named_as_a_missing_file(tmp_path):
+    """A submission of episode 6 alone (a per-episode Gradescope assignment): its attention uses episode 5's,
+    which the grader took from the handed-out stub. The student is told to hand the file in, not to write it."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "ep06_causal_attention.py").write_text((copy_solutions(tmp_path / "all") / "ep06_causal_attention.py")
+                                                  .read_text())
+    run = dsgrade("ep06", "--target", str(sub), json_path=tmp_path / "r.json")
+    attention = _exercise(run.report, "ep06.causal_attention")
+    assert attention["score"] == 0
+    assert all(c["message"] == "uses ep05.scaled_dot_product_attention, but ep05_self_attention.py is not in this "
+                               "submission (the stubs handed out were used): hand in that file with this one"
+               for c in attention["checks"]), attention["checks"][0]["message"]
+    assert _exercise(run.report, "ep06.causal_mask")["score"] > 0

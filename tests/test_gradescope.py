@@ -76,6 +76,10 @@ def test_results_match_the_format_and_dsgrade_s_scores(autograder_zip, tmp_path)
     assert "hint: The scores were not scaled" in public["output"] and "expected" in public["output"]
     assert "hint: The scores were not scaled" in hidden["output"] and "expected" not in hidden["output"]
     assert "sandbox: namespaces, landlock, seccomp" in results["output"]
+    # shown to students at once: the public score, not the total (it would tell the hidden one), no seed
+    public_points = sum(c["points"] for ex in single["exercises"] for c in ex["checks"] if not c["hidden"])
+    assert results["output"].startswith(f"public checks: {public_points:g}/")
+    assert f"{results['score']:g}/{single['max_score']:g}" not in results["output"] and "99" not in results["output"]
 
 
 def test_a_submission_that_cannot_be_graded_still_gets_results(autograder_zip, tmp_path):

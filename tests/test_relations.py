@@ -103,3 +103,12 @@ def test_parts_that_agree_get_no_relation_even_when_symmetric():
     expected = {"rope": to_plain(e), "moe": to_plain(e)}
     got = {"rope": to_plain(e), "moe": to_plain(2 * e)}
     assert relations(expected, got) == ["moe: equals the expected result × 2 everywhere: a scale factor is wrong or missing"]
+
+
+def test_a_hidden_check_gets_the_relation_without_a_number_from_the_expected_values():
+    e = to_plain(torch.randn(3, 4, dtype=torch.float64))
+    odd = to_plain(0.3742 * torch.tensor(e.data))
+    assert "× 0.3742" in describe(e, odd)
+    shown = describe(e, odd, hidden=True)
+    assert "times a constant" in shown and "0.37" not in shown
+    assert "× 1/2 " in describe(e, to_plain(torch.tensor(e.data) / 2), hidden=True)  # a familiar factor: a hint

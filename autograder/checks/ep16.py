@@ -40,7 +40,7 @@ def activations(gen, c):
 def random_rotations(gen, t, pairs):
     """A ``(t, pairs)`` complex64 table of random unit complex numbers: any rotations are valid inputs."""
     angles = torch.rand(t, pairs, generator=gen, dtype=torch.float64) * 2 * math.pi
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    return torch.complex(torch.cos(angles), torch.sin(angles)).to(torch.complex64)
 
 
 # --- rope_frequencies ------------------------------------------------------------------------------
