@@ -188,6 +188,7 @@ def grade_entry(entry: Entry) -> dict:
             grader.submission.refused.update(refused)
             grader.submission.label = f"{entry.student}'s submission"
             report = grade_everything(grader, settings.episodes, settings.submission_timeout)
+            report["target_path"] = str(entry.path)  # the folder or zip handed in, not the staging copy
         finally:
             grader.close()
     except Exception as e:  # noqa: BLE001 - a submission that cannot be graded at all still gets a row

@@ -116,8 +116,9 @@ def test_a_hostile_or_broken_submission_costs_only_its_own_points(graded):
 
 
 def test_the_zip_is_unpacked_without_its_link_or_its_bomb(graded):
-    _, root, _ = graded
+    subs, root, _ = graded
     refused = _report(root / "out", "zoe")["refused_files"]
+    assert _report(root / "out", "zoe")["target_path"] == str(subs / "zoe.zip")
     assert refused["my work/notes.py"] == "not a regular file (a link?)"
     assert "over the limit" in refused["my work/big.py"]
 
