@@ -394,10 +394,11 @@ def _missing_shards(shard_dirs: list[Path]) -> str:
         raise targets.TargetError(f"the folders are shards of different splits (of {sorted(counts)})")
     if not found:
         return ""
-    absent = sorted(set(range(1, counts.pop() + 1)) - {f.get("shard") for f in found})
+    n = counts.pop()
+    absent = sorted(set(range(1, n + 1)) - {f.get("shard") for f in found})
     if not absent:
         return ""
-    return (f"shard{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))} of {found[0]['of']} "
+    return (f"shard{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))} of {n} "
             f"{'are' if len(absent) > 1 else 'is'} not among them")
 
 

@@ -215,7 +215,7 @@ def blame(record, answer: dict, grader) -> None:
     deps = checked(answer)
     if record.status == "not_implemented" and deps["stubs"]:
         stubs = _course_order(deps["stubs"])
-        absent = _not_handed_in(stubs, grader)
+        absent = _not_handed_in(stubs, grader.submission)
         if absent:  # e.g. a Gradescope assignment for episode 6 whose upload lacks episode 5's file
             record.message = (f"uses {_and(stubs)}, but {_and(absent)} {'is' if len(absent) == 1 else 'are'} not "
                               f"in this submission (the stubs handed out were used): hand in "
@@ -224,8 +224,6 @@ def blame(record, answer: dict, grader) -> None:
         elif len(stubs) >= 2:
             record.message = f"uses {_and(stubs)}, which are not implemented yet (start with {stubs[0]})"
             record.blame = stubs[0]
-        if record.blame:
-            return
     if record.passed or record.status == "not_implemented" or record.blame:
         return  # a stage check has named its part already, with the reference's own inputs
     known = grader.blamed.get(record.exercise)
@@ -254,14 +252,13 @@ def blame(record, answer: dict, grader) -> None:
         record.blame = failing[0]
 
 
-def _not_handed_in(exercise_ids: list[str], grader) -> list[str]:
+def _not_handed_in(exercise_ids: list[str], submission) -> list[str]:
     """The files (``ep05_self_attention.py``) of these exercises that the submission lacked (the graded copy
     has the handed-out stubs in their place)."""
     from . import registry
 
-    filled = getattr(getattr(grader, "submission", None), "filled", [])
     files = dict.fromkeys(f"{registry.load_episode(e.split('.')[0]).module}.py" for e in exercise_ids)
-    return [f for f in files if f in filled]
+    return [f for f in files if f in submission.filled]
 
 
 def _first_call_per_exercise(calls: list[dict]) -> list[dict]:

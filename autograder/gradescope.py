@@ -135,11 +135,11 @@ def main(argv: list[str]) -> int:
         report = error_report("submission", f"{type(e).__name__}: {e}", settings["seed"], episodes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    (results / "results.json").write_text(json.dumps(results_json(report, time.monotonic() - start), indent=2,
-                                                     ensure_ascii=False) + "\n")
+    results_data = results_json(report, time.monotonic() - start)
+    (results / "results.json").write_text(json.dumps(results_data, indent=2, ensure_ascii=False) + "\n")
     # run_autograder's stdout: the instructor's view
     print(f"score {report['score']:g}/{report['max_score']:g} (seed {report['seed']})")
-    print(results_json(report, 0)["output"])
+    print(results_data["output"])
     return 0
 
 

@@ -65,7 +65,8 @@ def evaluate(check, c, seed: int, answer: dict, reference) -> CheckRecord:
     problems = diagnose(expected, got, check.tolerances, hidden=check.hidden)
     if not problems:
         return record_for(check, c, "passed", points=check.points)
-    problems += [f"looks like: {sentence}" for sentence in relations(expected, got, check.tolerances, hidden=check.hidden)]
+    problems += [f"looks like: {sentence}"
+                 for sentence in relations(expected, got, check.tolerances, hidden=check.hidden)]
     stage = None
     if check.stages:
         stage, line = _first_differing_stage(expected, got, check.tolerances)

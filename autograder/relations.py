@@ -4,9 +4,10 @@ A misconception names a catalogued bug; these detectors name a relation, whateve
 result is the expected one times a constant (√d, 2, 1/T…) or with the sign flipped, with axes
 permuted, with the pairs of the last axis in the other layout (interleaved vs half-split), shifted
 by one position, right for the first k positions only (a cache or ``start_pos`` problem), right only
-to float32 (or half) precision, or right but of the wrong dtype. A relation names how the result is wrong, as a misconception's hint
-does, so it is shown for hidden checks too; there, a factor that is not a familiar one (2, √d, 1/T…)
-is not printed, since with their own output it would hand a student the expected values.
+to float32 (or half) precision, or right but of the wrong dtype. A relation names how the result is
+wrong, as a misconception's hint does, so it is shown for hidden checks too; there, a factor that is
+not a familiar one (2, √d, 1/T…) is not printed, since with their own output it would hand a student
+the expected values.
 """
 
 from __future__ import annotations

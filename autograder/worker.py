@@ -137,11 +137,7 @@ class Worker:
         sent = time.monotonic()
         if meanwhile is not None:
             meanwhile()
-        answer = self._answer_of(*self._receive(sent + timeout + RELAY_MARGIN))
-        if isinstance(answer, WorkerError):
-            raise answer
-        answer.pop("zygote", None)
-        return answer
+        return _delivered(self._answer_of(*self._receive(sent + timeout + RELAY_MARGIN)))
 
     def probe(self, message: dict, timeout: float, meanwhile=None) -> None:
         """Sends one request to run several checks of one episode (``message["items"]``, each with its
@@ -168,11 +164,7 @@ class Worker:
         while key not in self._answers and key in self._owed:
             self._read_owed(timeout)
         answer = self._answers.pop(key, None)
-        if isinstance(answer, WorkerError):
-            raise answer
-        if answer is not None:
-            answer.pop("zygote", None)
-        return answer
+        return None if answer is None else _delivered(answer)
 
     def forget(self, timeout: float) -> None:
         """Reads what the last :meth:`probe` request still owes and drops every answer read ahead
@@ -332,6 +324,15 @@ def _tail(fd: int, limit: int) -> str:
     """The last ``limit`` bytes of an open file, as cleaned text."""
     size = os.fstat(fd).st_size
     return clean_text(os.pread(fd, limit, max(0, size - limit)).decode(errors="replace"), limit)
+
+
+def _delivered(answer: dict | WorkerError) -> dict:
+    """An answer as :meth:`Worker.request` returns it: a timeout or a dead worker raised, the zygote's mark
+    (which only steers reading ahead) dropped."""
+    if isinstance(answer, WorkerError):
+        raise answer
+    answer.pop("zygote", None)
+    return answer
 
 
 # --- the worker processes -----------------------------------------------------------------
